@@ -1,0 +1,1 @@
+"""Clarity's persistence layer: models, repositories, encryption, jobs and database operations."""
