@@ -1,0 +1,1 @@
+"""Clarity's Slack bot, side-API, GitHub webhooks and job workers."""

@@ -1,0 +1,94 @@
+"""One typed settings object, loaded once from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting Clarity reads; names are the environment variables in DESIGN.md."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: SecretStr | None = None
+    master_database_url: SecretStr | None = None
+    encryption_key: SecretStr | None = None
+
+    slack_bot_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    github_app_id: str | None = None
+    github_private_key: SecretStr | None = None
+    github_installation_id: str | None = None
+    github_webhook_secret: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+    github_trigger_label: str = "clarity"
+
+    clarity_api_token: SecretStr | None = None
+    runner_url: str | None = None
+    host: str = "0.0.0.0"  # noqa: S104 - a server is meant to listen on all interfaces
+    port: int = 3000
+
+    # Beyond the DESIGN.md contract: operational knobs, all optional.
+    clarity_data_dir: Path | None = None
+    clarity_public_url: str | None = Field(
+        default=None, description="Base URL agents use to reach the side-API"
+    )
+    clarity_admin_user_ids: str = ""
+    clarity_allowed_slack_users: str = ""
+    clarity_allowed_slack_channels: str = ""
+    clarity_allowed_repos: str = ""
+    clarity_allowed_author_associations: str = "OWNER,MEMBER,COLLABORATOR"
+    clarity_runner_timeout_s: int = 1800
+    clarity_job_max_attempts: int = 6
+    clarity_job_token_ttl_s: int = 6 * 3600
+    clarity_workers: int = 2
+    clarity_run_workers: bool = True
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, v: str) -> str:
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("github_api_url")
+    @classmethod
+    def _no_trailing_slash(cls, v: str) -> str:
+        return v.rstrip("/")
+
+    @staticmethod
+    def split(raw: str) -> frozenset[str]:
+        """A comma-separated setting as a set (empty entries dropped)."""
+        return frozenset(p.strip() for p in raw.split(",") if p.strip())
+
+    def secret(self, name: str) -> str | None:
+        """The plaintext of a SecretStr setting, or None."""
+        value = getattr(self, name)
+        return value.get_secret_value() if isinstance(value, SecretStr) else value
+
+    def known_secrets(self) -> list[str]:
+        """Every secret value configured, for scrubbing agent text before it leaves."""
+        names = [
+            "database_url",
+            "master_database_url",
+            "encryption_key",
+            "slack_bot_token",
+            "slack_signing_secret",
+            "slack_app_token",
+            "github_private_key",
+            "github_webhook_secret",
+            "clarity_api_token",
+        ]
+        values = [self.secret(n) for n in names]
+        return [v for v in values if v and len(v) >= 8]
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings from the environment and `.env`; keyword overrides win (tests)."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,260 @@
+"""A durable job queue in PostgreSQL (table clarity_jobs).
+
+Why our own table rather than pgqueuer: every job must be enqueued in the same transaction
+as the change that causes it, through the same SQLAlchemy session, and several job kinds
+coalesce (one queued progress update per request) — both are one INSERT here. Retries
+honour Retry-After by rescheduling `run_at`; the schema is owned by Alembic and covered by
+the least-privilege grants like every other table.
+
+Claiming uses FOR UPDATE SKIP LOCKED, so any number of workers on any number of replicas
+take distinct jobs. A claimed job carries a lease (`locked_until`); a job whose worker died
+is queued again once its lease runs out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select, text, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from storage.errors import InsertError, QueryError, UpdateError, translate
+from storage.models import Job, utcnow
+
+NOTIFY_CHANNEL = "clarity_jobs"
+
+
+@dataclass(frozen=True)
+class ClaimedJob:
+    id: int
+    kind: str
+    payload: dict[str, Any]
+    request_id: str | None
+    attempts: int
+    max_attempts: int
+    dedupe_key: str | None
+
+    @property
+    def last_attempt(self) -> bool:
+        return self.attempts >= self.max_attempts
+
+
+async def enqueue(
+    session: AsyncSession,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    request_id: str | None = None,
+    dedupe_key: str | None = None,
+    delay: dt.timedelta | None = None,
+    max_attempts: int | None = None,
+) -> int | None:
+    """Queue a job in the caller's transaction; None when a queued job has the same key."""
+    values: dict[str, Any] = {
+        "kind": kind,
+        "payload": payload,
+        "request_id": request_id,
+        "dedupe_key": dedupe_key,
+    }
+    if delay is not None:
+        values["run_at"] = utcnow() + delay
+    if max_attempts is not None:
+        values["max_attempts"] = max_attempts
+    stmt = insert(Job).values(**values)
+    if dedupe_key is not None:
+        stmt = stmt.on_conflict_do_nothing(
+            index_elements=[Job.dedupe_key], index_where=text("status = 'queued'")
+        )
+    try:
+        job_id = await session.scalar(stmt.returning(Job.id))
+        if job_id is not None:
+            # Delivered at commit: idle workers wake at once instead of at their next poll.
+            await session.execute(
+                text("SELECT pg_notify(:c, :k)"), {"c": NOTIFY_CHANNEL, "k": kind}
+            )
+    except SQLAlchemyError as exc:
+        raise translate(exc, InsertError, f"enqueueing {kind} job") from exc
+    return job_id
+
+
+async def claim(
+    session: AsyncSession,
+    worker_id: str,
+    *,
+    lease: dt.timedelta,
+    kinds: list[str] | None = None,
+) -> ClaimedJob | None:
+    """Take the oldest due job nobody holds, leasing it to this worker."""
+    pick = (
+        select(Job.id)
+        .where(Job.status == "queued", Job.run_at <= func.timezone("UTC", func.now()))
+        .order_by(Job.run_at, Job.id)
+        .limit(1)
+        .with_for_update(skip_locked=True)
+    )
+    if kinds is not None:
+        pick = pick.where(Job.kind.in_(kinds))
+    now = utcnow()
+    stmt = (
+        update(Job)
+        .where(Job.id == pick.scalar_subquery())
+        .values(
+            status="running",
+            attempts=Job.attempts + 1,
+            locked_by=worker_id,
+            locked_until=now + lease,
+            updated_at=now,
+        )
+        .returning(
+            Job.id,
+            Job.kind,
+            Job.payload,
+            Job.request_id,
+            Job.attempts,
+            Job.max_attempts,
+            Job.dedupe_key,
+        )
+    )
+    try:
+        row = (await session.execute(stmt)).first()
+    except SQLAlchemyError as exc:
+        raise translate(exc, UpdateError, "claiming a job") from exc
+    return None if row is None else ClaimedJob(*row)
+
+
+async def complete(session: AsyncSession, job_id: int, worker_id: str) -> bool:
+    """Mark a held job done; False if this worker no longer held it."""
+    return await _finish(session, job_id, worker_id, status="done", error=None)
+
+
+async def fail(session: AsyncSession, job_id: int, worker_id: str, error: str) -> bool:
+    """Mark a held job failed for good."""
+    return await _finish(session, job_id, worker_id, status="failed", error=error)
+
+
+async def _finish(
+    session: AsyncSession, job_id: int, worker_id: str, *, status: str, error: str | None
+) -> bool:
+    now = utcnow()
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+        .values(
+            status=status,
+            finished_at=now,
+            updated_at=now,
+            locked_by=None,
+            locked_until=None,
+            last_error=error[:4000] if error else None,
+        )
+    )
+    try:
+        result = await session.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise translate(exc, UpdateError, "finishing a job") from exc
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def retry_later(
+    session: AsyncSession, job_id: int, worker_id: str, delay: dt.timedelta, error: str
+) -> bool:
+    """Put a held job back in the queue to run again after `delay`.
+
+    If another job with the same coalescing key was queued meanwhile, that one carries
+    the work forward and this one is closed.
+    """
+    now = utcnow()
+    holder = await session.scalar(
+        select(Job.dedupe_key).where(
+            Job.id == job_id, Job.locked_by == worker_id, Job.status == "running"
+        )
+    )
+    if holder is not None:
+        queued_twin = await session.scalar(
+            select(Job.id).where(Job.dedupe_key == holder, Job.status == "queued")
+        )
+        if queued_twin is not None:
+            return await _finish(session, job_id, worker_id, status="done", error="superseded")
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+        .values(
+            status="queued",
+            run_at=now + delay,
+            updated_at=now,
+            locked_by=None,
+            locked_until=None,
+            last_error=error[:4000],
+        )
+    )
+    try:
+        result = await session.execute(stmt)
+    except SQLAlchemyError as exc:
+        raise translate(exc, UpdateError, "rescheduling a job") from exc
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def extend_lease(
+    session: AsyncSession, job_id: int, worker_id: str, lease: dt.timedelta
+) -> bool:
+    """Keep holding a long-running job."""
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.locked_by == worker_id, Job.status == "running")
+        .values(locked_until=utcnow() + lease)
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def recover_expired(session: AsyncSession) -> int:
+    """Queue again the running jobs whose lease ran out (their worker died)."""
+    try:
+        result = await session.execute(
+            text(
+                """
+                UPDATE clarity_jobs AS j
+                SET status = CASE
+                        WHEN j.dedupe_key IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM clarity_jobs q
+                            WHERE q.status = 'queued' AND q.dedupe_key = j.dedupe_key)
+                        THEN 'done' ELSE 'queued' END,
+                    finished_at = CASE
+                        WHEN j.dedupe_key IS NOT NULL AND EXISTS (
+                            SELECT 1 FROM clarity_jobs q
+                            WHERE q.status = 'queued' AND q.dedupe_key = j.dedupe_key)
+                        THEN timezone('UTC', now()) END,
+                    locked_by = NULL,
+                    locked_until = NULL,
+                    last_error = 'lease expired: worker stopped while running it',
+                    updated_at = timezone('UTC', now())
+                WHERE j.status = 'running' AND j.locked_until < timezone('UTC', now())
+                """
+            )
+        )
+    except SQLAlchemyError as exc:
+        raise translate(exc, UpdateError, "recovering expired jobs") from exc
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def queued_count(session: AsyncSession, kind: str | None = None) -> int:
+    """Jobs waiting (due or not)."""
+    stmt = select(func.count()).select_from(Job).where(Job.status.in_(["queued", "running"]))
+    if kind is not None:
+        stmt = stmt.where(Job.kind == kind)
+    try:
+        return int(await session.scalar(stmt) or 0)
+    except SQLAlchemyError as exc:
+        raise translate(exc, QueryError, "counting jobs") from exc
+
+
+async def next_due_in(session: AsyncSession) -> dt.timedelta | None:
+    """Time until the next queued job is due (zero if one is due now), or None if none."""
+    run_at = await session.scalar(select(func.min(Job.run_at)).where(Job.status == "queued"))
+    if run_at is None:
+        return None
+    return max(run_at - utcnow(), dt.timedelta(0))
