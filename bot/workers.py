@@ -92,7 +92,8 @@ class WorkerPool:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._listener: object | None = None
+        # Set once enqueue notifications reach this pool (tests wait on it).
+        self.listening = asyncio.Event()
 
     # --- running one job ----------------------------------------------------------------
 
@@ -200,6 +201,8 @@ class WorkerPool:
                 log.exception("worker loop error")
                 self.services.metrics.errors.labels("worker").inc()
             self._wake.clear()
+            if self._stopping.is_set():  # stop() may have set _wake just before the clear
+                break
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval_s):
                     await self._wake.wait()
@@ -227,6 +230,7 @@ class WorkerPool:
                     self._wake.set()
 
                 await driver.add_listener(jobs.NOTIFY_CHANNEL, on_notify)
+                self.listening.set()
                 try:
                     await self._stopping.wait()
                 finally:

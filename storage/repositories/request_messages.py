@@ -108,7 +108,6 @@ class RequestMessagesRepository:
         try:
             await self.session.flush()
         except SQLAlchemyError as exc:
-            self.session.expunge(row)
             raise translate(exc, InsertError, "adding message") from exc
         return row
 

@@ -1,0 +1,194 @@
+"""The durable job queue and its workers, on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.services import Services
+from bot.settings import Settings
+from bot.workers import Backoff, JobHandler, PermanentJobError, RetryLater, WorkerPool
+from storage import jobs
+from storage.deliveries import claim_delivery
+from storage.jobs import ClaimedJob
+from storage.models import Job
+
+Factory = async_sessionmaker[AsyncSession]
+
+
+@pytest.fixture
+def services(engine: AsyncEngine, session_factory: Factory) -> Services:
+    return Services(settings=Settings(), engine=engine, session_factory=session_factory)
+
+
+async def _jobs(factory: Factory) -> list[Job]:
+    async with factory() as session:
+        return list((await session.scalars(select(Job).order_by(Job.id))).all())
+
+
+async def test_enqueue_is_part_of_the_callers_transaction(session_factory: Factory) -> None:
+    with pytest.raises(RuntimeError):
+        async with session_factory.begin() as session:
+            await jobs.enqueue(session, "k", {"a": 1})
+            raise RuntimeError("the change failed")
+    assert await _jobs(session_factory) == []
+    async with session_factory.begin() as session:
+        job_id = await jobs.enqueue(session, "k", {"a": 1}, request_id="r1")
+    [job] = await _jobs(session_factory)
+    assert (job.id, job.status, job.payload, job.request_id) == (job_id, "queued", {"a": 1}, "r1")
+
+
+async def test_dedupe_key_coalesces_only_queued_jobs(session_factory: Factory) -> None:
+    async with session_factory.begin() as session:
+        first = await jobs.enqueue(session, "k", {}, dedupe_key="progress:r1")
+        second = await jobs.enqueue(session, "k", {}, dedupe_key="progress:r1")
+    assert first is not None and second is None
+    async with session_factory.begin() as session:
+        claimed = await jobs.claim(session, "w1", lease=dt.timedelta(minutes=1))
+    assert claimed is not None and claimed.id == first
+    # While the first runs, a new change may queue the next one.
+    async with session_factory.begin() as session:
+        assert await jobs.enqueue(session, "k", {}, dedupe_key="progress:r1") is not None
+
+
+async def test_claims_are_exclusive_across_workers(session_factory: Factory) -> None:
+    async with session_factory.begin() as session:
+        for i in range(20):
+            await jobs.enqueue(session, "k", {"i": i})
+
+    async def drain(worker: str) -> list[int]:
+        got: list[int] = []
+        while True:
+            async with session_factory.begin() as session:
+                job = await jobs.claim(session, worker, lease=dt.timedelta(minutes=1))
+            if job is None:
+                return got
+            got.append(job.payload["i"])
+
+    results = await asyncio.gather(*(drain(f"w{n}") for n in range(4)))
+    flat = sorted(i for r in results for i in r)
+    assert flat == list(range(20))
+
+
+async def test_not_due_jobs_wait(session_factory: Factory) -> None:
+    async with session_factory.begin() as session:
+        await jobs.enqueue(session, "k", {}, delay=dt.timedelta(hours=1))
+        assert await jobs.claim(session, "w", lease=dt.timedelta(minutes=1)) is None
+        due = await jobs.next_due_in(session)
+        assert due is not None and due > dt.timedelta(minutes=59)
+
+
+async def test_worker_retries_with_backoff_then_exhausts(services: Services) -> None:
+    calls: list[int] = []
+    exhausted: list[ClaimedJob] = []
+
+    async def flaky(_: Services, job: ClaimedJob) -> None:
+        calls.append(job.attempts)
+        raise ConnectionError("runner down")
+
+    async def give_up(_: Services, job: ClaimedJob) -> None:
+        exhausted.append(job)
+
+    pool = WorkerPool(
+        services,
+        {"k": JobHandler(run=flaky, on_exhausted=give_up)},
+        backoff=Backoff(base_s=0),
+    )
+    async with services.session_factory.begin() as session:
+        await jobs.enqueue(session, "k", {}, max_attempts=3)
+    assert await pool.run_until_idle() == 3
+    assert calls == [1, 2, 3]
+    assert [j.attempts for j in exhausted] == [3]
+    [job] = await _jobs(services.session_factory)
+    assert job.status == "failed" and "runner down" in (job.last_error or "")
+
+
+async def test_retry_later_reschedules(services: Services) -> None:
+    async def limited(_: Services, job: ClaimedJob) -> None:
+        raise RetryLater("429", delay=120)
+
+    pool = WorkerPool(services, {"k": JobHandler(run=limited)}, backoff=Backoff(base_s=0))
+    async with services.session_factory.begin() as session:
+        await jobs.enqueue(session, "k", {})
+    assert await pool.run_until_idle() == 1  # then not due for two minutes
+    [job] = await _jobs(services.session_factory)
+    assert job.status == "queued" and job.attempts == 1
+    assert job.run_at - job.updated_at >= dt.timedelta(seconds=119)
+
+
+async def test_permanent_error_fails_at_once(services: Services) -> None:
+    async def broken(_: Services, job: ClaimedJob) -> None:
+        raise PermanentJobError("bad payload")
+
+    pool = WorkerPool(services, {"k": JobHandler(run=broken)}, backoff=Backoff(base_s=0))
+    async with services.session_factory.begin() as session:
+        await jobs.enqueue(session, "k", {}, max_attempts=5)
+    assert await pool.run_until_idle() == 1
+    [job] = await _jobs(services.session_factory)
+    assert (job.status, job.attempts) == ("failed", 1)
+
+
+async def test_job_of_a_dead_worker_is_picked_up_again(services: Services) -> None:
+    ran: list[int] = []
+
+    async def ok(_: Services, job: ClaimedJob) -> None:
+        ran.append(job.id)
+
+    async with services.session_factory.begin() as session:
+        job_id = await jobs.enqueue(session, "k", {})
+        claimed = await jobs.claim(session, "dead-worker", lease=dt.timedelta(minutes=5))
+    assert claimed is not None
+    pool = WorkerPool(services, {"k": JobHandler(run=ok)}, backoff=Backoff(base_s=0))
+    assert await pool.run_until_idle() == 0  # still leased to the dead worker
+    async with services.session_factory.begin() as session:
+        await session.execute(
+            update(Job).where(Job.id == job_id).values(locked_until=dt.datetime(2000, 1, 1))
+        )
+    assert await pool.recover() == 1
+    assert await pool.run_until_idle() == 1
+    assert ran == [job_id]
+    [job] = await _jobs(services.session_factory)
+    assert (job.status, job.attempts) == ("done", 2)
+
+
+async def test_background_workers_wake_on_notify(services: Services) -> None:
+    done = asyncio.Event()
+
+    async def ok(_: Services, job: ClaimedJob) -> None:
+        done.set()
+
+    pool = WorkerPool(
+        services, {"k": JobHandler(run=ok)}, poll_interval_s=30, backoff=Backoff(base_s=0)
+    )
+    pool.start()
+    try:
+        async with asyncio.timeout(10):
+            await pool.listening.wait()
+        async with services.session_factory.begin() as session:
+            await jobs.enqueue(session, "k", {})
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        await pool.stop()
+
+
+async def test_claim_delivery_once(session_factory: Factory) -> None:
+    async with session_factory.begin() as session:
+        assert await claim_delivery(session, "slack_event", "Ev1") is True
+        assert await claim_delivery(session, "slack_event", "Ev1") is False
+        assert await claim_delivery(session, "github", "Ev1") is True
+    # A claim whose transaction rolled back does not count.
+    with pytest.raises(RuntimeError):
+        async with session_factory.begin() as session:
+            assert await claim_delivery(session, "slack_event", "Ev2") is True
+            raise RuntimeError
+    async with session_factory.begin() as session:
+        assert await claim_delivery(session, "slack_event", "Ev2") is True
+        n = (
+            await session.execute(text("select count(*) from clarity_inbound_deliveries"))
+        ).scalar()
+        assert n == 3
