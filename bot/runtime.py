@@ -8,6 +8,7 @@ import os
 import secrets
 import signal
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -28,6 +29,13 @@ EMBEDDED_DATABASE = "clarity"
 class Database:
     url: str
     embedded: bool
+    # The embedded server this process started, stopped again when it exits.
+    owned_server: Any = None
+
+    def release(self) -> None:
+        """Stop the embedded server if this process started it."""
+        if self.owned_server is not None:
+            self.owned_server.stop()
 
 
 def _embedded_database(settings: Settings) -> Database:
@@ -36,6 +44,7 @@ def _embedded_database(settings: Settings) -> Database:
     data_dir = settings.clarity_data_dir or default_data_dir()
     data_dir.mkdir(parents=True, exist_ok=True)
     pg = EmbeddedPostgres(data_dir / "pgdata")
+    was_running = pg.is_running()
     server = pg.start()
     pg.ensure_database(EMBEDDED_DATABASE)
     url = server.url(EMBEDDED_DATABASE)
@@ -48,7 +57,7 @@ def _embedded_database(settings: Settings) -> Database:
         EMBEDDED_DATABASE,
         head_revision(),
     )
-    return Database(url=url, embedded=True)
+    return Database(url=url, embedded=True, owned_server=None if was_running else pg)
 
 
 def _embedded_encryption_key(settings: Settings) -> Settings:
@@ -124,14 +133,20 @@ def run_server(*, host: str | None, port: int | None, run_workers: bool = True) 
     listen_host = host or settings.host
     listen_port = port if port is not None else settings.port
     log.info("Clarity listening on http://%s:%d", listen_host, listen_port)
-    web.run_app(
-        app,
-        host=listen_host,
-        port=listen_port,
-        shutdown_timeout=30,
-        print=None,
-        access_log=None,
-    )
+    try:
+        # SIGTERM/SIGINT: stop accepting, let in-flight requests finish (up to
+        # shutdown_timeout), then on_cleanup drains the workers and closes connections.
+        web.run_app(
+            app,
+            host=listen_host,
+            port=listen_port,
+            shutdown_timeout=30,
+            print=None,
+            access_log=None,
+        )
+    finally:
+        db.release()
+    log.info("Clarity stopped")
     return 0
 
 

@@ -171,6 +171,11 @@ class EmbeddedPostgres:
             )
             return self._server
 
+    def is_running(self) -> bool:
+        """Whether a server is running on this data directory (any process's)."""
+        with self._mutex, self._exclusive():
+            return self._running_port() is not None
+
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are disconnected); no-op if not running."""
         with self._mutex, self._exclusive():
