@@ -10,10 +10,9 @@ import datetime as dt
 
 from sqlalchemy import delete
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.errors import DeleteError, InsertError, translate
+from storage.errors import DB_ERRORS, DeleteError, InsertError, translate
 from storage.models import InboundDelivery, utcnow
 
 
@@ -30,7 +29,7 @@ async def claim_delivery(session: AsyncSession, source: str, delivery_id: str) -
     )
     try:
         return (await session.scalar(stmt)) is not None
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, InsertError, "recording inbound delivery") from exc
 
 
@@ -39,6 +38,6 @@ async def prune_deliveries(session: AsyncSession, older_than: dt.timedelta) -> i
     stmt = delete(InboundDelivery).where(InboundDelivery.received_at < utcnow() - older_than)
     try:
         result = await session.execute(stmt)
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, DeleteError, "pruning deliveries") from exc
     return int(result.rowcount or 0)  # type: ignore[attr-defined]

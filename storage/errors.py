@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+import asyncpg
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 
 
 class StorageError(Exception):
@@ -80,6 +81,16 @@ class IllegalTransitionError(StorageError):
         self.to_status = to_status
 
 
+# Everything a database call can raise: SQLAlchemy wraps driver errors during statements,
+# but a refused or timed-out *connection* surfaces as the raw OSError/TimeoutError.
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    SQLAlchemyError,
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+)
+
 _UNIQUE_VIOLATION = "23505"
 _CONSTRAINT_CLASS = "23"
 _CONNECTION_CLASSES = ("08", "57P", "53")
@@ -117,7 +128,7 @@ def translate(exc: BaseException, operation: type[StorageError], message: str) -
         return ConstraintError(
             f"{message}: violates {name or 'a constraint'}", constraint=name, cause=exc
         )
-    if isinstance(exc, OSError | ConnectionError) or (
+    if isinstance(exc, OSError | TimeoutError | asyncpg.InterfaceError) or (
         isinstance(exc, OperationalError | DBAPIError)
         and (exc.connection_invalidated or (state or "").startswith(_CONNECTION_CLASSES))
     ):

@@ -19,10 +19,9 @@ from typing import Any
 
 from sqlalchemy import func, select, text, update
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.errors import InsertError, QueryError, UpdateError, translate
+from storage.errors import DB_ERRORS, InsertError, QueryError, UpdateError, translate
 from storage.models import Job, utcnow
 
 NOTIFY_CHANNEL = "clarity_jobs"
@@ -76,7 +75,7 @@ async def enqueue(
             await session.execute(
                 text("SELECT pg_notify(:c, :k)"), {"c": NOTIFY_CHANNEL, "k": kind}
             )
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, InsertError, f"enqueueing {kind} job") from exc
     return job_id
 
@@ -121,7 +120,7 @@ async def claim(
     )
     try:
         row = (await session.execute(stmt)).first()
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, UpdateError, "claiming a job") from exc
     return None if row is None else ClaimedJob(*row)
 
@@ -154,7 +153,7 @@ async def _finish(
     )
     try:
         result = await session.execute(stmt)
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, UpdateError, "finishing a job") from exc
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -193,7 +192,7 @@ async def retry_later(
     )
     try:
         result = await session.execute(stmt)
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, UpdateError, "rescheduling a job") from exc
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -236,7 +235,7 @@ async def recover_expired(session: AsyncSession) -> int:
                 """
             )
         )
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, UpdateError, "recovering expired jobs") from exc
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
@@ -248,7 +247,7 @@ async def queued_count(session: AsyncSession, kind: str | None = None) -> int:
         stmt = stmt.where(Job.kind == kind)
     try:
         return int(await session.scalar(stmt) or 0)
-    except SQLAlchemyError as exc:
+    except DB_ERRORS as exc:
         raise translate(exc, QueryError, "counting jobs") from exc
 
 

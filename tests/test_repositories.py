@@ -465,3 +465,17 @@ async def test_message_for_unknown_request_is_constraint_error(session_factory: 
             "request_messages_request_id_feature_requests_request_id_fk"
         )
         assert isinstance(info.value, ConstraintError) and not isinstance(info.value, InsertError)
+
+
+async def test_unreachable_database_is_typed() -> None:
+    from storage.engine import create_engine, create_session_factory
+    from storage.errors import DatabaseUnavailableError
+
+    engine = create_engine("postgresql://u:p@127.0.0.1:9/db")
+    try:
+        async with create_session_factory(engine)() as session:
+            with pytest.raises(DatabaseUnavailableError) as info:
+                await FeatureRequestRepository(session).find_by_request_id("r1")
+            assert info.value.cause is not None
+    finally:
+        await engine.dispose()

@@ -7,11 +7,11 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.crypto import Cipher
 from storage.errors import (
+    DB_ERRORS,
     InsertError,
     NotFoundError,
     QueryError,
@@ -80,7 +80,7 @@ class AppConfigRepository:
             row = await self.session.scalar(
                 select(AppConfig.config).where(AppConfig.type == config_type)
             )
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, f"reading {config_type.value} config") from exc
         return row
 
@@ -102,7 +102,7 @@ class AppConfigRepository:
         )
         try:
             await self.session.execute(stmt)
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, InsertError, f"saving {config_type.value} config") from exc
 
     # --- the ADR's typed accessors ----------------------------------------------------
@@ -131,7 +131,7 @@ class AppConfigRepository:
             row = await self.session.scalar(
                 select(AppConfig).where(AppConfig.type == ConfigType.GITHUB).with_for_update()
             )
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "reading github config") from exc
         if row is None:
             raise NotFoundError("GitHub config not found")
@@ -142,7 +142,7 @@ class AppConfigRepository:
         row.updated_at = utcnow()
         try:
             await self.session.flush()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, UpdateError, "saving github token") from exc
 
     async def reencrypt_all(self) -> int:
@@ -150,7 +150,7 @@ class AppConfigRepository:
         changed = 0
         try:
             rows = (await self.session.scalars(select(AppConfig).with_for_update())).all()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "reading configs") from exc
         for row in rows:
             model = CONFIG_MODELS[row.type]
@@ -169,6 +169,6 @@ class AppConfigRepository:
                 row.updated_at = utcnow()
         try:
             await self.session.flush()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, UpdateError, "re-encrypting configs") from exc
         return changed

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import (
+    DB_ERRORS,
     IllegalTransitionError,
     InsertError,
     NotFoundError,
@@ -87,7 +87,7 @@ class FeatureRequestRepository:
         try:
             async with self.session.begin_nested():
                 self.session.add(row)
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, InsertError, "creating feature request") from exc
         await self.session.refresh(row)
         return row
@@ -98,7 +98,7 @@ class FeatureRequestRepository:
             stmt = stmt.with_for_update()
         try:
             return (await self.session.scalars(stmt.limit(1))).first()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "finding feature request") from exc
 
     async def find_by_request_id(
@@ -187,7 +187,7 @@ class FeatureRequestRepository:
     async def _flush(self, what: str) -> None:
         try:
             await self.session.flush()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, UpdateError, what) from exc
 
     async def recent(
@@ -216,7 +216,7 @@ class FeatureRequestRepository:
         stmt = stmt.order_by(FeatureRequest.created_at.desc(), FeatureRequest.id.desc())
         try:
             rows = list((await self.session.scalars(stmt.limit(limit + 1))).all())
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "listing requests") from exc
         next_cursor = None
         if len(rows) > limit:
@@ -239,7 +239,7 @@ class FeatureRequestRepository:
         )
         try:
             rows = (await self.session.execute(stmt)).all()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "computing request stats") from exc
         return [
             StatusStats(
@@ -258,6 +258,6 @@ class FeatureRequestRepository:
         )
         try:
             value = await self.session.scalar(stmt)
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "computing median duration") from exc
         return float(value) if value is not None else None

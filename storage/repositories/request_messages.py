@@ -8,10 +8,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 from sqlalchemy import func, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.errors import InsertError, QueryError, StorageError, translate
+from storage.errors import DB_ERRORS, InsertError, QueryError, StorageError, translate
 from storage.models import AGENT_MESSAGE_TYPES, MessageSource, MessageType, RequestMessage
 from storage.schemas import MessageMetadata
 
@@ -80,7 +79,7 @@ class RequestMessagesRepository:
         stmt = stmt.order_by(RequestMessage.created_at, RequestMessage.id)
         try:
             return list((await self.session.scalars(stmt)).all())
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "reading thread") from exc
 
     async def add_message(
@@ -107,7 +106,7 @@ class RequestMessagesRepository:
         self.session.add(row)
         try:
             await self.session.flush()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, InsertError, "adding message") from exc
         return row
 
@@ -249,7 +248,7 @@ class RequestMessagesRepository:
                     select(duration, cost).where(RequestMessage.request_id == request_id)
                 )
             ).one()
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "summing metrics") from exc
         return TotalMetrics(total_duration_ms=int(row[0]), total_cost_cents=int(row[1]))
 
@@ -355,6 +354,6 @@ class RequestMessagesRepository:
             value = await self.session.scalar(
                 select(func.count()).where(RequestMessage.request_id == request_id)
             )
-        except SQLAlchemyError as exc:
+        except DB_ERRORS as exc:
             raise translate(exc, QueryError, "counting messages") from exc
         return int(value or 0)
