@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     github_trigger_label: str = "clarity"
 
     clarity_api_token: SecretStr | None = None
+    # Handed to agents by GET /api/config/claude; `clarity config set claude` stores one instead.
+    anthropic_api_key: SecretStr | None = None
     runner_url: str | None = None
     host: str = "0.0.0.0"  # noqa: S104 - a server is meant to listen on all interfaces
     port: int = 3000
@@ -84,6 +86,7 @@ class Settings(BaseSettings):
             "github_private_key",
             "github_webhook_secret",
             "clarity_api_token",
+            "anthropic_api_key",
         ]
         values = [self.secret(n) for n in names]
         return [v for v in values if v and len(v) >= 8]
