@@ -18,7 +18,7 @@ from bot.services import Services, build_cipher
 from bot.settings import Settings, load_settings
 from storage.crypto import InvalidKeyError
 from storage.engine import DatabaseUrlError, create_engine, create_session_factory, redact
-from storage.migrate import current_revision, head_revision, upgrade_to_head
+from storage.migrate import current_revision, head_revision, pending_revisions, upgrade_to_head
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,10 @@ def _embedded_database(settings: Settings) -> Database:
     server = pg.start()
     pg.ensure_database(EMBEDDED_DATABASE)
     url = server.url(EMBEDDED_DATABASE)
-    upgrade_to_head(url)
+    pending = pending_revisions(asyncio.run(current_revision(url)))
+    if pending:
+        log.info("migrating the embedded database: %s", ", ".join(pending))
+        upgrade_to_head(url)
     log.info(
         "embedded PostgreSQL at %s:%d (data in %s), database %r migrated to %s",
         server.host,

@@ -1,0 +1,179 @@
+"""`clarity serve` as a user runs it: embedded database, /healthz, clean SIGTERM, clear errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from bot.server import build_app
+from bot.services import Services
+from bot.settings import Settings
+from storage.engine import create_engine, create_session_factory
+
+try:
+    from tests.pg import PgServer, make_server_dir
+except ModuleNotFoundError:
+    from pg import PgServer, make_server_dir  # type: ignore[no-redef]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "GITHUB_"))}
+    for key in ("DATABASE_URL", "MASTER_DATABASE_URL", "ENCRYPTION_KEY", "CLARITY_API_TOKEN"):
+        env.pop(key, None)
+    env.update(extra)
+    return env
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[str], timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(
+                f"serve exited early:\n{proc.stdout.read() if proc.stdout else ''}"
+            )
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+                sock.sendall(b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")
+                return sock.recv(4096).decode()
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError("server did not answer in time")
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    path = make_server_dir()
+    yield path / "data"
+    subprocess.run(["rm", "-rf", str(path)], check=False)
+
+
+def _serve(port: int, data_dir: Path) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bot", "serve", "--port", str(port)],
+        cwd=ROOT,
+        env=_env(CLARITY_DATA_DIR=str(data_dir), HOST="127.0.0.1"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_serve_with_nothing_configured(data_dir: Path) -> None:
+    """Embedded PostgreSQL comes up migrated, /healthz is healthy, SIGTERM exits 0; twice."""
+    for run in range(2):
+        port = _free_port()
+        proc = _serve(port, data_dir)
+        try:
+            answer = _wait_healthy(port, proc)
+            assert "200 OK" in answer and '{"status": "healthy"}' in answer
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 0, out
+        assert "embedded PostgreSQL at 127.0.0.1:" in out
+        assert str(data_dir / "pgdata") in out
+        assert ("migrating the embedded database: 0001" in out) is (
+            run == 0
+        )  # the second run reuses it
+        assert "Clarity stopped" in out
+    assert (data_dir / "pgdata" / "PG_VERSION").exists()
+    assert (data_dir / "encryption.key").stat().st_mode & 0o077 == 0
+
+
+def test_serve_refuses_an_unmigrated_database(pg_server: PgServer, admin_url: str) -> None:
+    import asyncpg
+
+    async def create() -> None:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute("DROP DATABASE IF EXISTS serve_unmigrated")
+            await conn.execute("CREATE DATABASE serve_unmigrated")
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    url = pg_server.url("serve_unmigrated")
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve", "--port", str(_free_port())],
+        cwd=ROOT,
+        env=_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("clarity: error: database ")
+    assert "run `clarity db migrate` first" in last
+    assert pg_server.password not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("mysql://u:p@localhost/db", "unsupported database URL scheme"),
+        ("postgresql://u:secretpw@127.0.0.1:1/db", "cannot connect to"),
+    ],
+)
+def test_serve_bad_database_url_is_one_line(url: str, expected: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=ROOT,
+        env=_env(DATABASE_URL=url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("clarity: error:") and expected in lines[0]
+    assert "secretpw" not in result.stderr
+
+
+async def test_healthz_503_when_database_is_down() -> None:
+    engine = create_engine(f"postgresql://u:p@127.0.0.1:{_free_port()}/db")
+    services = Services(
+        settings=Settings(), engine=engine, session_factory=create_session_factory(engine)
+    )
+    app = build_app(services, run_workers=False, features=[])
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/healthz")
+        assert response.status == 503
+        assert (await response.json())["status"] == "unhealthy"
+        metrics = await client.get("/metrics")
+        assert metrics.status == 200
+        assert "clarity_errors_total" in await metrics.text()
+
+
+async def test_healthz_and_metrics_on_live_database(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    services = Services(settings=Settings(), engine=engine, session_factory=session_factory)
+    app = build_app(services, run_workers=False, features=[])
+    async with TestClient(TestServer(app)) as client:
+        response = await client.get("/healthz")
+        assert response.status == 200
+        assert await response.json() == {"status": "healthy"}
+        text = await (await client.get("/metrics")).text()
+        assert (
+            'clarity_http_request_duration_seconds_count{route="/healthz",status="200"} 1.0' in text
+        )
