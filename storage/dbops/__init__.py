@@ -1,0 +1,1 @@
+"""Database operations behind `clarity db …`: setup, migrate, check, copy, drop-legacy, adopt."""
