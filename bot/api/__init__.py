@@ -1,17 +1,48 @@
-"""Feature package: api (routes and job handlers are added by its issue)."""
+"""The side-API agent containers call (DESIGN.md "Side-API"), and the runner-dispatch jobs."""
 
 from __future__ import annotations
 
+import json
+
 from aiohttp import web
 
+from bot import dispatch
+from bot.api.http import ApiError, json_errors
+from bot.api.openapi import build_document
+from bot.api.routes import ROUTES, handler
+from bot.api.tokens import TokenAuthority, TokenError
 from bot.services import Services
 from bot.workers import JobHandler
 
+PREFIX = "/api"
+
+
+def build_api(services: Services) -> web.Application:
+    """The /api sub-application: every route of the table plus its OpenAPI document."""
+    api = web.Application(middlewares=[json_errors])
+    authority = TokenAuthority(services.settings)
+    for route in ROUTES:
+        api.router.add_route(route.method, route.path, handler(services, authority, route))
+    document = json.dumps(build_document(ROUTES)).encode()
+
+    async def openapi(request: web.Request) -> web.Response:
+        try:
+            authority.authenticate(request.headers.get("Authorization"))
+        except TokenError as exc:
+            raise ApiError(
+                401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}
+            ) from exc
+        return web.Response(body=document, content_type="application/json")
+
+    api.router.add_get("/openapi.json", openapi)
+    return api
+
 
 def setup(app: web.Application, services: Services) -> None:
-    """Add this feature's routes to the server."""
+    """Mount the side-API under /api."""
+    app.add_subapp(PREFIX, build_api(services))
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """This feature's job kinds."""
-    return {}
+    """Dispatch to the runner and the runner watchdog."""
+    return dispatch.job_handlers(services)

@@ -1,4 +1,4 @@
-"""Feature package: github (routes and job handlers are added by its issue)."""
+"""GitHub: the App's tokens, webhooks (label trigger, answers, merged PRs), issue mirroring."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from bot.workers import JobHandler
 
 
 def setup(app: web.Application, services: Services) -> None:
-    """Add this feature's routes to the server."""
+    """Add POST /github/webhook."""
+    from bot.github import webhooks
+
+    async def receive(request: web.Request) -> web.Response:
+        return await webhooks.webhook(services, request)
+
+    app.router.add_post(webhooks.PATH, receive)
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """This feature's job kinds."""
-    return {}
+    """Comments on issues and tracking issues."""
+    from bot.github import notify
+
+    return notify.job_handlers(services)

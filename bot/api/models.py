@@ -1,0 +1,277 @@
+"""The side-API's wire shapes: request bodies and answers, camelCase, as DESIGN.md lists them.
+
+These models are the contract: handlers validate with them, answers are dumped from them, and
+/api/openapi.json is generated from their JSON schemas.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic.alias_generators import to_camel
+
+from storage.models import (
+    FeatureRequest,
+    MessageSource,
+    MessageType,
+    RequestMessage,
+    RequestOrigin,
+    RequestStatus,
+    TaskStatus,
+)
+from storage.schemas import MessageMetadata
+
+INT32_MAX = 2**31 - 1
+# Cents are stored in an integer column, so the largest cost is INT32_MAX cents.
+MAX_COST_USD = INT32_MAX / 100
+
+
+class WireModel(BaseModel):
+    """camelCase on the wire; unknown keys in a body are an error, not silently dropped."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        validate_by_alias=True,
+        validate_by_name=False,
+        serialize_by_alias=True,
+        extra="forbid",
+    )
+
+
+RepoName = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$",
+        description="GitHub repository as owner/name",
+        examples=["octo-org/widgets"],
+    ),
+]
+
+
+# --- bodies ---------------------------------------------------------------------------
+
+
+class CreateRequestBody(WireModel):
+    """POST /api/requests."""
+
+    repo: RepoName
+    description: str = Field(min_length=1, max_length=60_000)
+    title: str | None = Field(default=None, min_length=1, max_length=300)
+    origin: RequestOrigin = Field(
+        default=RequestOrigin.WEB, description="Where the request came from (default web)"
+    )
+
+    @field_validator("description")
+    @classmethod
+    def _not_blank(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be blank")
+        return v
+
+
+class StatusUpdateBody(WireModel):
+    """PATCH /api/requests/{requestId}/status."""
+
+    status: RequestStatus
+    pr_url: HttpUrl | None = Field(default=None, max_length=2000)
+    pr_number: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    pr_branch_name: str | None = Field(default=None, min_length=1, max_length=255)
+    cost_usd: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_COST_USD,
+        allow_inf_nan=False,
+        description=(
+            "Cost of the run being reported, in US dollars (e.g. 0.42). Stored in cents: "
+            "the run's message gets costCents, the request's total cost adds it up."
+        ),
+    )
+    duration_ms: int | None = Field(
+        default=None,
+        ge=0,
+        le=INT32_MAX,
+        description="Duration of the run being reported; the request's total adds it up",
+    )
+    error_code: str | None = Field(
+        default=None, min_length=1, max_length=100, examples=["CLAUDE_RATE_LIMIT"]
+    )
+    error_message: str | None = Field(default=None, min_length=1, max_length=10_000)
+
+
+# The agent reports these; the ones people produce (initial_request, clarification_answer,
+# follow_up_request, retry, cancelled) are written by Slack and GitHub handlers only.
+AgentMessageType = Literal[
+    "clarification_ask",
+    "processing_started",
+    "processing_update",
+    "pr_created",
+    "pr_updated",
+    "error",
+    "agent_thinking",
+    "agent_tool_call",
+    "agent_tool_result",
+    "agent_file_change",
+    "agent_terminal",
+    "agent_summary",
+]
+
+
+class MessageBody(WireModel):
+    """POST /api/requests/{requestId}/messages."""
+
+    type: AgentMessageType
+    content: str = Field(min_length=1, max_length=100_000)
+    metadata: MessageMetadata | None = Field(
+        default=None,
+        description=(
+            "The ADR's message metadata (camelCase). For clarification_ask, `options` "
+            "lists the answers offered as buttons."
+        ),
+    )
+
+    @field_validator("metadata")
+    @classmethod
+    def _options(cls, v: MessageMetadata | None) -> MessageMetadata | None:
+        if v is not None and v.options is not None:
+            if len(v.options) > 10:
+                raise ValueError("options: at most 10 choices")
+            if any(not o.strip() or len(o) > 200 for o in v.options):
+                raise ValueError("options: each choice must be 1-200 characters")
+        return v
+
+
+# --- answers --------------------------------------------------------------------------
+
+
+class RequestOut(WireModel):
+    """A feature request, every column of the ADR's feature_requests (camelCase)."""
+
+    id: int
+    request_id: str
+    origin: RequestOrigin
+    repo: str
+    title: str | None
+    description: str
+    request_type: str | None
+    status: RequestStatus
+    slack_user_id: str | None
+    slack_user_name: str | None
+    slack_channel_id: str | None
+    slack_channel_name: str | None
+    slack_thread_ts: str | None
+    response_url: str | None
+    issue_id: int | None
+    issue_number: int | None
+    issue_title: str | None
+    issue_body: str | None
+    issue_labels: list[str] | None
+    issue_author: str | None
+    issue_url: str | None
+    web_user_id: str | None
+    web_user_email: str | None
+    repository_url: str | None
+    repository_name: str | None
+    repository_id: int | None
+    repository_owner: str | None
+    repository_name_only: str | None
+    app_id: str | None
+    task_status: TaskStatus | None
+    pr_url: str | None
+    pr_number: int | None
+    pr_branch_name: str | None
+    retry_count: int | None
+    last_retry_at: dt.datetime | None
+    cost_usd: float | None = Field(description="Total cost in US dollars (costCents / 100)")
+    cost_cents: int | None = Field(description="Total cost in cents, as stored")
+    duration_ms: int | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    processed_at: dt.datetime | None
+
+    @classmethod
+    def of(cls, row: FeatureRequest) -> RequestOut:
+        """The wire form of a row."""
+        fields: dict[str, Any] = {
+            key: getattr(row, key) for key in cls.model_fields if key not in ("cost_cents",)
+        }
+        fields["cost_cents"] = row.cost_usd
+        fields["cost_usd"] = None if row.cost_usd is None else row.cost_usd / 100
+        return cls.model_construct(**fields)
+
+
+class MessageOut(WireModel):
+    """One step of a request's conversation."""
+
+    id: int
+    request_id: str
+    type: MessageType
+    source: MessageSource
+    content: str
+    actor_id: str | None
+    actor_name: str | None
+    metadata: dict[str, Any] | None
+    created_at: dt.datetime
+
+    @classmethod
+    def of(cls, row: RequestMessage) -> MessageOut:
+        """The wire form of a row."""
+        return cls.model_construct(
+            id=row.id,
+            request_id=row.request_id,
+            type=row.type,
+            source=row.source,
+            content=row.content,
+            actor_id=row.actor_id,
+            actor_name=row.actor_name,
+            metadata=row.metadata_,
+            created_at=row.created_at,
+        )
+
+
+class RequestDetail(WireModel):
+    """GET /api/requests/{requestId}."""
+
+    request: RequestOut
+    messages: list[MessageOut]
+
+
+class GitHubTokenOut(WireModel):
+    """A live GitHub App installation token."""
+
+    token: str
+    expires_at: dt.datetime
+
+
+class ClaudeKeyOut(WireModel):
+    """The Anthropic API key the agent uses."""
+
+    api_key: str
+
+
+class ErrorDetail(WireModel):
+    field: str
+    message: str
+
+
+class ErrorInfo(WireModel):
+    code: Literal[
+        "bad_request",
+        "unauthorized",
+        "not_found",
+        "conflict",
+        "payload_too_large",
+        "validation_error",
+        "not_configured",
+        "unavailable",
+        "internal_error",
+    ]
+    message: str
+    details: list[ErrorDetail] | None = None
+
+
+class ErrorOut(WireModel):
+    """Every error answer: {"error": {"code", "message"}} (+ field details on 422)."""
+
+    error: ErrorInfo

@@ -1,0 +1,240 @@
+"""The side-API's routes: one table drives both the aiohttp router and the OpenAPI document."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from bot.api import credentials
+from bot.api.feature_requests import (
+    InvalidInputError,
+    add_agent_message,
+    change_status,
+    create_request,
+    request_detail,
+)
+from bot.api.http import (
+    BODY_LIMIT,
+    ApiError,
+    invalid,
+    json_response,
+    parse_json,
+    read_body,
+    validate,
+)
+from bot.api.models import (
+    ClaudeKeyOut,
+    CreateRequestBody,
+    GitHubTokenOut,
+    MessageBody,
+    MessageOut,
+    RequestDetail,
+    RequestOut,
+    StatusUpdateBody,
+)
+from bot.api.tokens import Principal, TokenAuthority, TokenError
+from bot.services import NotConfiguredError, Services
+from storage.errors import (
+    DatabaseUnavailableError,
+    IllegalTransitionError,
+    NotFoundError,
+)
+from storage.lifecycle import FINAL
+from storage.repositories import FeatureRequestRepository
+
+log = logging.getLogger(__name__)
+
+# Who may call a route: the global token only, or also a job token for the request in the
+# path ("request"), or a job token whose request is still live ("live").
+Access = Literal["global", "request", "live"]
+
+
+@dataclass(frozen=True)
+class Call:
+    """One authenticated call: what a route function gets."""
+
+    services: Services
+    principal: Principal
+    request_id: str
+    body: BaseModel | None
+
+
+RouteFn = Callable[[Call], Awaitable[tuple[int, BaseModel]]]
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    fn: RouteFn
+    summary: str
+    access: Access
+    answer: type[BaseModel]
+    status: int = 200
+    body: type[BaseModel] | None = None
+    description: str = ""
+
+
+# --- route functions: each is a thin shell around one plain async function ---------------
+
+
+async def _create(call: Call) -> tuple[int, BaseModel]:
+    assert isinstance(call.body, CreateRequestBody)
+    async with call.services.session_factory.begin() as session:
+        row = await create_request(call.services, session, call.body)
+    return 201, RequestOut.of(row)
+
+
+async def _detail(call: Call) -> tuple[int, BaseModel]:
+    async with call.services.session_factory() as session:
+        row, messages = await request_detail(session, call.request_id)
+    return 200, RequestDetail.model_construct(
+        request=RequestOut.of(row), messages=[MessageOut.of(m) for m in messages]
+    )
+
+
+async def _status(call: Call) -> tuple[int, BaseModel]:
+    assert isinstance(call.body, StatusUpdateBody)
+    async with call.services.session_factory.begin() as session:
+        row = await change_status(call.services, session, call.request_id, call.body)
+    return 200, RequestOut.of(row)
+
+
+async def _message(call: Call) -> tuple[int, BaseModel]:
+    assert isinstance(call.body, MessageBody)
+    async with call.services.session_factory.begin() as session:
+        message = await add_agent_message(call.services, session, call.request_id, call.body)
+    return 201, MessageOut.of(message)
+
+
+async def _github(call: Call) -> tuple[int, BaseModel]:
+    token = await credentials.github_token(call.services)
+    return 200, GitHubTokenOut(token=token.token, expires_at=token.expires_at)
+
+
+async def _claude(call: Call) -> tuple[int, BaseModel]:
+    return 200, ClaudeKeyOut(api_key=await credentials.claude_api_key(call.services))
+
+
+ROUTES: list[Route] = [
+    Route(
+        "POST",
+        "/requests",
+        _create,
+        "File a feature request",
+        "global",
+        RequestOut,
+        201,
+        CreateRequestBody,
+        "Records the request and its initial_request message and queues its dispatch.",
+    ),
+    Route(
+        "GET",
+        "/requests/{requestId}",
+        _detail,
+        "A request and its messages",
+        "request",
+        RequestDetail,
+    ),
+    Route(
+        "PATCH",
+        "/requests/{requestId}/status",
+        _status,
+        "Report a status change",
+        "request",
+        RequestOut,
+        200,
+        StatusUpdateBody,
+        "The lifecycle is enforced (409 otherwise). Each report is recorded as a message "
+        "(pr_created/pr_updated, error with errorCode/errorMessage, processing_update with "
+        "fromStatus/toStatus). costUsd is in US dollars and stored as cents.",
+    ),
+    Route(
+        "POST",
+        "/requests/{requestId}/messages",
+        _message,
+        "Add a message to the request's conversation",
+        "request",
+        MessageOut,
+        201,
+        MessageBody,
+        "Agent activity (agent_*) becomes the thread's progress message; a "
+        "clarification_ask puts the request in awaiting_clarification and is posted with "
+        "one button per metadata.options.",
+    ),
+    Route(
+        "GET",
+        "/config/github",
+        _github,
+        "A live GitHub App installation token",
+        "live",
+        GitHubTokenOut,
+    ),
+    Route("GET", "/config/claude", _claude, "The Anthropic API key", "live", ClaudeKeyOut),
+]
+
+
+# --- the shell: auth, body, errors ---------------------------------------------------------
+
+
+async def _authorize(
+    services: Services, authority: TokenAuthority, route: Route, request: web.Request
+) -> Principal:
+    unauthorized = ApiError(
+        401,
+        "unauthorized",
+        "token is not valid for this route",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+    try:
+        principal = authority.authenticate(request.headers.get("Authorization"))
+    except TokenError as exc:
+        raise ApiError(
+            401, "unauthorized", str(exc), headers={"WWW-Authenticate": "Bearer"}
+        ) from exc
+    if principal.is_global:
+        return principal
+    if route.access == "request" and principal.may_touch(request.match_info["requestId"]):
+        return principal
+    if route.access == "live" and principal.request_id is not None:
+        async with services.session_factory() as session:
+            row = await FeatureRequestRepository(session).find_by_request_id(principal.request_id)
+        if row is not None and row.status not in FINAL:
+            return principal
+    raise unauthorized
+
+
+def handler(
+    services: Services, authority: TokenAuthority, route: Route
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """The aiohttp handler for one route."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        # An announced oversize body is refused before anything else is done with it.
+        if route.body is not None and (request.content_length or 0) > BODY_LIMIT:
+            raise ApiError(413, "payload_too_large", f"body exceeds {BODY_LIMIT} bytes")
+        principal = await _authorize(services, authority, route, request)
+        body = None
+        if route.body is not None:
+            body = validate(route.body, parse_json(await read_body(request)))
+        call = Call(services, principal, request.match_info.get("requestId", ""), body)
+        try:
+            status, answer = await route.fn(call)
+        except NotFoundError as exc:
+            raise ApiError(404, "not_found", str(exc)) from exc
+        except IllegalTransitionError as exc:
+            raise ApiError(409, "conflict", str(exc)) from exc
+        except InvalidInputError as exc:
+            raise invalid(exc.field, exc.message) from exc
+        except NotConfiguredError as exc:
+            raise ApiError(503, "not_configured", str(exc)) from exc
+        except DatabaseUnavailableError as exc:
+            raise ApiError(503, "unavailable", "database unavailable") from exc
+        return json_response(answer, status)
+
+    return handle

@@ -1,0 +1,124 @@
+"""The few GitHub REST calls Clarity makes, as the App's installation, off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from github import Auth, Github, GithubException
+
+from bot.github.auth import HTTP_TIMEOUT_S, github_app
+from bot.services import Services
+from bot.workers import PermanentJobError, RetryLater
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class IssueInfo:
+    """The fields of an issue Clarity records on a request."""
+
+    id: int
+    number: int
+    html_url: str
+    title: str
+    body: str | None
+    labels: list[str]
+    author: str | None
+
+
+class GitHubRest:
+    """Create issues and comments on any repository the installation can reach."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def _call(self, operation: str, fn: Callable[[Github], T]) -> T:
+        token = await github_app(self.services).token()
+        settings = self.services.settings
+
+        def run() -> T:
+            client = Github(
+                auth=Auth.Token(token.token),
+                base_url=settings.github_api_url,
+                timeout=HTTP_TIMEOUT_S,
+                retry=None,
+                lazy=True,
+                seconds_between_requests=None,
+                seconds_between_writes=None,
+            )
+            try:
+                return fn(client)
+            finally:
+                client.close()
+
+        calls = self.services.metrics.github_calls
+        try:
+            result = await asyncio.to_thread(run)
+        except GithubException as exc:
+            calls.labels(operation, "error").inc()
+            if exc.status == 401:
+                github_app(self.services).forget()
+            raise
+        calls.labels(operation, "ok").inc()
+        return result
+
+    async def create_issue(self, repo: str, title: str, body: str) -> IssueInfo:
+        """Open an issue; its fields as recorded on a request."""
+
+        def create(client: Github) -> IssueInfo:
+            issue = client.get_repo(repo).create_issue(title=title, body=body)
+            return IssueInfo(
+                id=issue.id,
+                number=issue.number,
+                html_url=issue.html_url,
+                title=issue.title,
+                body=issue.body,
+                labels=[label.name for label in issue.labels],
+                author=issue.user.login if issue.user is not None else None,
+            )
+
+        return await self._call("create_issue", create)
+
+    async def create_comment(self, repo: str, issue_number: int, body: str) -> int:
+        """Comment on an issue or pull request; the comment's id."""
+
+        def comment(client: Github) -> int:
+            return int(client.get_repo(repo).get_issue(issue_number).create_comment(body).id)
+
+        return await self._call("create_comment", comment)
+
+
+def rest(services: Services) -> GitHubRest:
+    """The GitHub REST client of this process."""
+    client = services.extras.get("github_rest")
+    if not isinstance(client, GitHubRest):
+        client = GitHubRest(services)
+        services.extras["github_rest"] = client
+    return client
+
+
+def as_job_error(exc: GithubException) -> Exception:
+    """How a job should treat a GitHub failure: wait, give up, or back off."""
+    headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+    if exc.status in (403, 429) and (
+        "retry-after" in headers or headers.get("x-ratelimit-remaining") == "0"
+    ):
+        if "retry-after" in headers:
+            delay = _seconds(headers["retry-after"], 60.0)
+        else:
+            delay = _seconds(headers.get("x-ratelimit-reset", ""), time.time() + 60) - time.time()
+        return RetryLater(f"GitHub rate limit ({exc.status})", max(delay, 1.0))
+    if exc.status in (404, 410, 422):
+        return PermanentJobError(f"GitHub refused: {exc.status} {exc.message or exc.data}")
+    return exc
+
+
+def _seconds(value: str, default: float) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        return default

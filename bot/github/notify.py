@@ -1,0 +1,271 @@
+"""Mirroring to GitHub: comments on a github_issue request's issue, and tracking issues.
+
+`enqueue_for_event` runs in the transaction of the change (bot.events.request_changed) and
+only queues jobs; the jobs call GitHub. Text is scrubbed of known secrets and cut to GitHub's
+comment limit when the job runs, so tokens fetched at run time are masked too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from github import GithubException
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import events
+from bot.github.auth import configured, github_app
+from bot.github.client import as_job_error, rest
+from bot.scrub import GITHUB_COMMENT_LIMIT, Scrubber, truncate
+from bot.services import NotConfiguredError, Services
+from bot.workers import JobHandler, PermanentJobError
+from storage import jobs
+from storage.jobs import ClaimedJob
+from storage.lifecycle import FINAL
+from storage.models import (
+    FeatureRequest,
+    MessageSource,
+    MessageType,
+    RequestMessage,
+    RequestOrigin,
+    RequestStatus,
+)
+from storage.repositories import (
+    AppConfigRepository,
+    FeatureRequestRepository,
+    RequestMessagesRepository,
+)
+from storage.repositories.app_config import CONFIG_MODELS
+from storage.repositories.request_messages import SYSTEM_ACTOR
+
+log = logging.getLogger(__name__)
+
+COMMENT_JOB = "github_comment"
+TRACKING_ISSUE_JOB = "github_tracking_issue"
+
+
+# --- rendering --------------------------------------------------------------------------
+
+
+def _money(cents: int | None) -> str:
+    return f"${(cents or 0) / 100:.2f}"
+
+
+def _duration(ms: int | None) -> str:
+    seconds = round((ms or 0) / 1000)
+    minutes, seconds = divmod(seconds, 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    return f"{minutes}m {seconds}s" if minutes else f"{seconds}s"
+
+
+def render(
+    services: Services,
+    request: FeatureRequest,
+    message: RequestMessage | None,
+    status_changed: bool,
+) -> str | None:
+    """The comment for a change of a github_issue request, or None when it gets none."""
+    label = services.settings.github_trigger_label
+    if status_changed and request.status == RequestStatus.COMPLETED:
+        return (
+            f"✅ Done: {request.pr_url or 'the pull request'} was merged. "
+            f"Total cost {_money(request.cost_usd)}, agent time {_duration(request.duration_ms)}."
+        )
+    if message is None:
+        return None
+    kind = message.type
+    if kind == MessageType.INITIAL_REQUEST:
+        return (
+            f"👋 Clarity filed this issue as request `{request.request_id}` and handed it to "
+            "the agent. Questions and the pull request will be posted here."
+        )
+    if kind == MessageType.CLARIFICATION_ASK:
+        options = (message.metadata_ or {}).get("options") or []
+        listed = "".join(f"\n- {option}" for option in options)
+        return (
+            f"❓ **The agent has a question:**\n\n{message.content}\n"
+            + (f"\nOptions:{listed}\n" if listed else "")
+            + "\nReply in a comment to answer."
+        )
+    if kind in (MessageType.PR_CREATED, MessageType.PR_UPDATED):
+        verb = "Opened" if kind == MessageType.PR_CREATED else "Updated"
+        return f"🔀 {verb} a pull request: {request.pr_url or '(link not reported)'}"
+    if kind == MessageType.ERROR:
+        return (
+            f"⚠️ The run failed: {message.content}\n\n"
+            f"Remove and add the `{label}` label again to retry."
+        )
+    return None
+
+
+# --- enqueueing (inside the change's transaction) ----------------------------------------
+
+
+async def enqueue_comment(
+    session: AsyncSession,
+    repo: str,
+    issue_number: int,
+    body: str,
+    *,
+    request_id: str | None = None,
+) -> None:
+    """Queue one comment on an issue."""
+    await jobs.enqueue(
+        session,
+        COMMENT_JOB,
+        {"repo": repo, "issueNumber": issue_number, "body": body},
+        request_id=request_id,
+    )
+
+
+async def enqueue_for_event(
+    services: Services,
+    session: AsyncSession,
+    request: FeatureRequest,
+    *,
+    message: RequestMessage | None = None,
+    status_changed: bool = False,
+) -> None:
+    """Queue the GitHub side of a change: a tracking issue, or a comment on the issue."""
+    if message is not None and message.type.value.startswith("agent_"):
+        return  # the hot path: agent activity is never mirrored to GitHub
+    if (
+        request.origin == RequestOrigin.SLACK
+        and message is not None
+        and message.type == MessageType.INITIAL_REQUEST
+        and request.issue_number is None
+        and await configured(services, session)
+    ):
+        await jobs.enqueue(
+            session,
+            TRACKING_ISSUE_JOB,
+            {"requestId": request.request_id},
+            request_id=request.request_id,
+            dedupe_key=f"{TRACKING_ISSUE_JOB}:{request.request_id}",
+        )
+        return
+    if request.origin != RequestOrigin.GITHUB_ISSUE or request.issue_number is None:
+        return
+    body = render(services, request, message, status_changed)
+    if body is not None:
+        await enqueue_comment(
+            session, request.repo, request.issue_number, body, request_id=request.request_id
+        )
+
+
+# --- jobs -------------------------------------------------------------------------------
+
+
+async def scrubber(services: Services) -> Scrubber:
+    """A scrubber that knows every secret: settings, environment, app_config, live token."""
+    scrub = Scrubber(services.settings.known_secrets())
+    if services.cipher is not None:
+        async with services.session_factory() as session:
+            repo = AppConfigRepository(session, services.cipher)
+            for model in CONFIG_MODELS.values():
+                try:
+                    stored = await repo.get(model)
+                except Exception:
+                    log.warning("could not read stored %s secrets to scrub", model.__name__)
+                    continue
+                for field in type(stored).SECRET_FIELDS if stored is not None else ():
+                    scrub.add(getattr(stored, field))
+    cached = github_app(services).cached_token()
+    if cached is not None:
+        scrub.add(cached)
+    return scrub
+
+
+def _github_failure(exc: Exception) -> Exception:
+    if isinstance(exc, GithubException):
+        return as_job_error(exc)
+    if isinstance(exc, NotConfiguredError):
+        return PermanentJobError(str(exc))
+    return exc
+
+
+async def run_comment(services: Services, job: ClaimedJob) -> None:
+    """The `github_comment` job: post one (scrubbed, size-limited) comment."""
+    payload: dict[str, Any] = job.payload
+    scrub = await scrubber(services)
+    body = truncate(scrub(str(payload["body"])), GITHUB_COMMENT_LIMIT)
+    try:
+        await rest(services).create_comment(str(payload["repo"]), int(payload["issueNumber"]), body)
+    except (GithubException, NotConfiguredError) as exc:
+        raise _github_failure(exc) from exc
+
+
+def _issue_body(request: FeatureRequest) -> str:
+    who = request.slack_user_name or request.slack_user_id or "someone"
+    where = f" in #{request.slack_channel_name}" if request.slack_channel_name else ""
+    return (
+        f"{request.description}\n\n---\n"
+        f"Filed from Slack by {who}{where}. Clarity request `{request.request_id}`: "
+        "the agent's pull request will close this issue."
+    )
+
+
+async def run_tracking_issue(services: Services, job: ClaimedJob) -> None:
+    """The `github_tracking_issue` job: open the issue of a Slack request and record it."""
+    request_id = str(job.payload["requestId"])
+    async with services.session_factory() as session:
+        row = await FeatureRequestRepository(session).find_by_request_id(request_id)
+    if row is None or row.issue_number is not None or row.status in FINAL:
+        return
+    scrub = await scrubber(services)
+    title = truncate(scrub(row.title or row.description.strip().splitlines()[0]), 250)
+    body = truncate(scrub(_issue_body(row)), GITHUB_COMMENT_LIMIT)
+    try:
+        issue = await rest(services).create_issue(row.repo, title, body)
+    except (GithubException, NotConfiguredError) as exc:
+        raise _github_failure(exc) from exc
+    async with services.session_factory.begin() as session:
+        requests = FeatureRequestRepository(session)
+        row = await requests.get(request_id, lock=True)
+        if row.issue_number is not None:
+            return
+        owner, _, name = row.repo.partition("/")
+        fields: dict[str, Any] = {
+            "issue_id": issue.id,
+            "issue_number": issue.number,
+            "issue_url": issue.html_url,
+            "issue_title": issue.title,
+            "issue_body": issue.body,
+            "issue_labels": issue.labels,
+            "issue_author": issue.author,
+            "repository_name": row.repository_name or row.repo,
+            "repository_owner": row.repository_owner or owner,
+            "repository_name_only": row.repository_name_only or name,
+            "repository_url": row.repository_url or f"https://github.com/{row.repo}",
+        }
+        old_status = row.status
+        # The lifecycle puts issue_created before processing; if dispatch got there first,
+        # the issue is recorded without going back.
+        opens = old_status == RequestStatus.PENDING
+        if opens:
+            row = await requests.update_status(request_id, RequestStatus.ISSUE_CREATED, **fields)
+        else:
+            row = await requests.update_fields(request_id, **fields)
+        metadata: dict[str, Any] = {"issueNumber": issue.number, "issueUrl": issue.html_url}
+        if opens:
+            metadata |= {"fromStatus": old_status.value, "toStatus": row.status.value}
+        message = await RequestMessagesRepository(session).add_message(
+            request_id,
+            MessageType.PROCESSING_UPDATE,
+            MessageSource.SYSTEM,
+            f"Tracking issue #{issue.number} opened: {issue.html_url}",
+            actor_id=SYSTEM_ACTOR[0],
+            actor_name=SYSTEM_ACTOR[1],
+            metadata=metadata,
+        )
+        await events.request_changed(services, session, row, message=message, status_changed=opens)
+
+
+def job_handlers(services: Services) -> dict[str, JobHandler]:
+    """Comment and tracking-issue jobs."""
+    return {
+        COMMENT_JOB: JobHandler(run=run_comment, timeout_s=60),
+        TRACKING_ISSUE_JOB: JobHandler(run=run_tracking_issue, timeout_s=60),
+    }

@@ -1,0 +1,98 @@
+"""Narrow models of the webhook payloads Clarity acts on: only the fields it uses."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Narrow(BaseModel):
+    """Everything GitHub sends that is not modelled here is ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Action(Narrow):
+    """The first look at a delivery: which action of the event it is."""
+
+    action: str | None = None
+
+
+class User(Narrow):
+    login: str
+    id: int
+    type: str = "User"
+
+    @property
+    def is_bot(self) -> bool:
+        return self.type == "Bot" or self.login.endswith("[bot]")
+
+
+class Label(Narrow):
+    name: str
+
+
+class Owner(Narrow):
+    login: str
+
+
+class Repository(Narrow):
+    id: int
+    name: str
+    full_name: str
+    html_url: str
+    owner: Owner
+
+
+class Issue(Narrow):
+    id: int
+    number: int
+    title: str
+    body: str | None = None
+    html_url: str
+    user: User
+    labels: list[Label] = []
+    author_association: str = "NONE"
+
+
+class Comment(Narrow):
+    id: int
+    body: str
+    html_url: str
+    user: User
+    author_association: str = "NONE"
+
+
+class PullRequest(Narrow):
+    number: int
+    html_url: str
+    merged: bool = False
+    merged_by: User | None = None
+
+
+class IssuesEvent(Narrow):
+    """`issues` (we act on action `labeled`)."""
+
+    action: str
+    issue: Issue
+    label: Label | None = None
+    repository: Repository
+    sender: User
+
+
+class IssueCommentEvent(Narrow):
+    """`issue_comment` (we act on action `created`)."""
+
+    action: str
+    issue: Issue
+    comment: Comment
+    repository: Repository
+    sender: User
+
+
+class PullRequestEvent(Narrow):
+    """`pull_request` (we act on action `closed`)."""
+
+    action: str
+    pull_request: PullRequest
+    repository: Repository
+    sender: User
