@@ -1,17 +1,35 @@
-"""Feature package: slack (routes and job handlers are added by its issue)."""
+"""Slack: `/clarity`, request threads, buttons, App Home, and the jobs that keep Slack current."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from bot.services import Services
+from bot.slack.app import EVENTS_PATH, SlackServer
+from bot.slack.feature import feature
 from bot.workers import JobHandler
+
+SLACK_SERVER_KEY = web.AppKey("slack_server", SlackServer)
 
 
 def setup(app: web.Application, services: Services) -> None:
-    """Add this feature's routes to the server."""
+    """Mount POST /slack/events and start Bolt (or Socket Mode) with the server."""
+    server = SlackServer(feature(services))
+    app[SLACK_SERVER_KEY] = server
+    app.router.add_post(EVENTS_PATH, server.handle)
+
+    async def on_startup(_: web.Application) -> None:
+        await server.start()
+
+    async def on_shutdown(_: web.Application) -> None:
+        await server.stop()
+
+    app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """This feature's job kinds."""
-    return {}
+    """The Slack notification jobs (root message, thread, progress)."""
+    from bot.slack.notify import job_handlers as notify_handlers
+
+    return notify_handlers(services)

@@ -1,0 +1,219 @@
+"""Bolt AsyncApp inside Clarity's aiohttp server: POST /slack/events, or Socket Mode.
+
+The Bolt app is built at server start-up, once credentials are known (environment first,
+then the stored `slack` config). Without them the server still runs, the log says what is
+missing, and /slack/events answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+from bot.services import NotConfiguredError
+from bot.slack import blocks, buttons, commands, home, threads
+from bot.slack.client import SlackError
+from bot.slack.feature import SlackCredentials, SlackFeature
+from storage.errors import DatabaseUnavailableError, QueryError, StorageError, translate
+
+log = logging.getLogger(__name__)
+
+EVENTS_PATH = "/slack/events"
+SHUTDOWN_DRAIN_S = 25.0
+
+
+def build_bolt(feature: SlackFeature, credentials: SlackCredentials) -> AsyncApp:
+    """The Bolt app with every listener and the one error handler."""
+    bolt = AsyncApp(
+        client=feature.web_client(credentials.bot_token or ""),
+        signing_secret=credentials.signing_secret or "",
+        name="clarity",
+        logger=logging.getLogger("clarity.slack.bolt"),
+        # Ack first, work after: listeners ack, then record and enqueue in their own task.
+        process_before_response=False,
+    )
+    for register in (commands.register, threads.register, buttons.register, home.register):
+        register(bolt, feature)
+
+    async def on_error(error: Exception, body: dict[str, Any]) -> None:
+        await report_error(feature, error, body)
+
+    bolt.error(on_error)
+    return bolt
+
+
+def is_database_down(error: BaseException) -> bool:
+    """Whether an error (or one it was raised from) means the database is unreachable."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailableError):
+            return True
+        if not isinstance(current, StorageError) and isinstance(
+            translate(current, QueryError, ""), DatabaseUnavailableError
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def user_message(error: BaseException, reference: str) -> str:
+    """A short, true sentence for the person whose action failed."""
+    if is_database_down(error):
+        return (
+            "Clarity cannot reach its database right now, so nothing was recorded. "
+            f"Please try again in a few minutes. (reference `{reference}`)"
+        )
+    if isinstance(error, NotConfiguredError):
+        return f"Clarity is not fully set up: {error} (reference `{reference}`)"
+    if isinstance(error, SlackError):
+        return (
+            f"Clarity could not complete that because Slack refused a call ({error}). "
+            f"Reference `{reference}`."
+        )
+    return (
+        "Sorry, that failed on Clarity's side. "
+        f"Please report reference `{reference}` to your Clarity admin."
+    )
+
+
+def _where(body: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+    """(channel, user, thread_ts) of the person to tell, as far as the payload says."""
+    event = body.get("event") or {}
+    if event:
+        return event.get("channel"), event.get("user"), event.get("thread_ts")
+    if "command" in body:
+        return body.get("channel_id"), body.get("user_id"), None
+    user = (body.get("user") or {}).get("id")
+    channel = (body.get("channel") or {}).get("id")
+    if channel is None and body.get("view"):
+        try:
+            channel = json.loads(body["view"].get("private_metadata") or "{}").get("channelId")
+        except ValueError:
+            channel = None
+    return channel, user, None
+
+
+async def report_error(feature: SlackFeature, error: Exception, body: dict[str, Any]) -> None:
+    """Log with the stack, count it, and tell the user privately with a reference."""
+    reference = uuid.uuid4().hex[:8]
+    kind = body.get("type") or ("slash_command" if "command" in body else "unknown")
+    log.error("Slack %s failed (reference %s)", kind, reference, exc_info=error)
+    feature.services.metrics.errors.labels("slack").inc()
+    text = user_message(error, reference)
+    try:
+        api = await feature.api()
+        event = body.get("event") or {}
+        if event.get("type") == "app_home_opened" and event.get("user"):
+            await api.call(
+                "views.publish",
+                user_id=event["user"],
+                view=blocks.error_home_view(reference, text.split(" (reference")[0]),
+            )
+            return
+        if body.get("response_url"):
+            await api.respond(body["response_url"], text)
+            return
+        channel, user, thread_ts = _where(body)
+        if channel and user:
+            await api.call(
+                "chat.postEphemeral", channel=channel, user=user, text=text, thread_ts=thread_ts
+            )
+    except Exception:
+        # The failure itself is logged above; this only says the user could not be told.
+        log.exception("could not tell the user about error %s", reference)
+        feature.services.metrics.errors.labels("slack_error_report").inc()
+
+
+class SlackServer:
+    """The Slack side of `clarity serve`: start-up, the HTTP route, shutdown."""
+
+    def __init__(self, feature: SlackFeature) -> None:
+        self.feature = feature
+        self.problem: str | None = None
+        self._socket_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Read credentials, build Bolt, connect Socket Mode if asked to."""
+        try:
+            credentials = await self.feature.credentials()
+        except Exception:
+            self.problem = "the stored Slack config could not be read (see the log)"
+            log.exception("Slack: reading the stored Slack config failed; will retry on use")
+            return
+        missing = credentials.missing()
+        if missing:
+            self.problem = (
+                f"missing {', '.join(missing)} (environment, or `clarity config set slack`)"
+            )
+            log.warning("Slack is not configured: %s; %s answers 503", self.problem, EVENTS_PATH)
+            return
+        self.problem = None
+        bolt = build_bolt(self.feature, credentials)
+        self.feature.bolt = bolt
+        if credentials.socket_mode:
+            from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+            self.feature.socket = AsyncSocketModeHandler(
+                bolt, app_token=credentials.app_token, web_client=bolt.client
+            )
+            self._socket_task = asyncio.create_task(self._connect_socket())
+            log.info("Slack: Socket Mode (credentials from %s)", credentials.source)
+        else:
+            log.info(
+                "Slack: HTTP mode at POST %s (credentials from %s)", EVENTS_PATH, credentials.source
+            )
+
+    async def _connect_socket(self) -> None:
+        socket = self.feature.socket
+        assert socket is not None
+        delay = 1.0
+        while True:
+            try:
+                await socket.connect_async()  # type: ignore[no-untyped-call]
+                log.info("Slack: Socket Mode connected")
+                return
+            except Exception:
+                log.exception("Slack: Socket Mode connection failed; retrying in %.0fs", delay)
+                self.feature.services.metrics.errors.labels("slack_socket").inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    async def bolt(self) -> AsyncApp | None:
+        """The Bolt app; a start-up that could not read the config is tried again."""
+        if self.feature.bolt is None and self.problem and "could not be read" in self.problem:
+            await self.start()
+        return self.feature.bolt
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """POST /slack/events: Bolt verifies the signature, acks, and dispatches."""
+        bolt = await self.bolt()
+        credentials = self.feature.loaded_credentials
+        if bolt is None or (credentials is not None and not credentials.signing_secret):
+            problem = self.problem or "HTTP mode needs SLACK_SIGNING_SECRET"
+            return web.json_response(
+                {"error": {"code": "slack_not_configured", "message": f"Slack: {problem}"}},
+                status=503,
+            )
+        response = await bolt.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(response)
+
+    async def stop(self) -> None:
+        """Stop taking Slack work and let what was acked finish."""
+        if self._socket_task is not None:
+            self._socket_task.cancel()
+            await asyncio.gather(self._socket_task, return_exceptions=True)
+        if self.feature.socket is not None:
+            await self.feature.socket.close_async()  # type: ignore[no-untyped-call]
+        if not await self.feature.inflight.wait_idle(SHUTDOWN_DRAIN_S):
+            log.warning(
+                "Slack: %d listener(s) still running at shutdown", self.feature.inflight.count
+            )

@@ -1,0 +1,243 @@
+"""Buttons (`retry_request`, `cancel_request`, `answer_clarification`, `clarification_option`)
+and the answer modal.
+
+Each click's effect happens under the request's row lock after checking the state it needs,
+so a double click, or one click delivered to two replicas, has exactly one effect; the
+second finds the state already changed and is told so privately.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.dispatch import DispatchKind, enqueue_dispatch
+from bot.events import request_changed
+from bot.slack import blocks
+from bot.slack.answers import answer_question, open_question
+from bot.slack.feature import SlackFeature
+from bot.slack.payloads import BlockActions, ViewSubmission
+from storage.lifecycle import FINAL
+from storage.models import MessageSource, MessageType, RequestMessage, RequestStatus
+from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+from storage.repositories.request_messages import Actor
+
+UNKNOWN_REQUEST = "That request no longer exists."
+STALE_BUTTON = "This button is out of date."
+ALREADY_ANSWERED = "This question has already been answered."
+
+
+def _actor(click: BlockActions | ViewSubmission) -> Actor:
+    return Actor(click.user.id, click.user.display)
+
+
+async def tell(feature: SlackFeature, click: BlockActions, text: str) -> None:
+    """Answer the person who clicked, privately."""
+    api = await feature.api()
+    if click.response_url:
+        await api.respond(click.response_url, text)
+    elif click.channel is not None:
+        await api.ephemeral(click.channel.id, click.user.id, text)
+
+
+async def retry(feature: SlackFeature, click: BlockActions) -> None:
+    """`retry_request`: only a failed request is retried; a second click finds it running."""
+    services = feature.services
+    request_id = click.action.value or ""
+    refusal: str | None = None
+    async with services.session_factory.begin() as session:
+        requests = FeatureRequestRepository(session)
+        request = await requests.find_by_request_id(request_id, lock=True)
+        if request is None:
+            refusal = UNKNOWN_REQUEST
+        elif request.status != RequestStatus.ERROR:
+            refusal = f"Nothing to retry: the request is {blocks.status_label(request.status)}."
+        else:
+            request = await requests.record_retry(request_id)
+            message = await RequestMessagesRepository(session).add_retry(
+                request_id, request.retry_count or 1, _actor(click)
+            )
+            await enqueue_dispatch(
+                session,
+                request_id,
+                DispatchKind.RETRY,
+                max_attempts=services.settings.clarity_job_max_attempts,
+            )
+            await request_changed(services, session, request, message=message, status_changed=True)
+    if refusal:
+        await tell(feature, click, refusal)
+
+
+async def cancel(feature: SlackFeature, click: BlockActions) -> None:
+    """`cancel_request`: by the requester or an admin, while the request is not finished."""
+    services = feature.services
+    request_id = click.action.value or ""
+    refusal: str | None = None
+    async with services.session_factory.begin() as session:
+        requests = FeatureRequestRepository(session)
+        request = await requests.find_by_request_id(request_id, lock=True)
+        if request is None:
+            refusal = UNKNOWN_REQUEST
+        elif click.user.id != request.slack_user_id and click.user.id not in feature.admins:
+            refusal = "Only the person who filed this request (or a Clarity admin) can cancel it."
+        elif request.status in FINAL:
+            refusal = f"This request is already {blocks.status_label(request.status)}."
+        else:
+            request = await requests.update_status(request_id, RequestStatus.CANCELLED)
+            actor = _actor(click)
+            message = await RequestMessagesRepository(session).add_message(
+                request_id,
+                MessageType.CANCELLED,
+                MessageSource.SLACK,
+                f"Cancelled by {actor.name}",
+                actor_id=actor.id,
+                actor_name=actor.name,
+            )
+            await enqueue_dispatch(
+                session,
+                request_id,
+                DispatchKind.CANCEL,
+                max_attempts=services.settings.clarity_job_max_attempts,
+            )
+            await request_changed(services, session, request, message=message, status_changed=True)
+    if refusal:
+        await tell(feature, click, refusal)
+
+
+def _question_id(raw: str | None) -> int | None:
+    try:
+        return int(raw or "")
+    except ValueError:
+        return None
+
+
+def question_id_of_block(block_id: str) -> int | None:
+    """`clarity_q:<messageId>[:<option>]` → the question's message id."""
+    if not block_id.startswith(blocks.QUESTION_BLOCK_PREFIX):
+        return None
+    return _question_id(block_id[len(blocks.QUESTION_BLOCK_PREFIX) :].split(":", 1)[0])
+
+
+async def open_answer_modal(feature: SlackFeature, click: BlockActions) -> None:
+    """`answer_clarification`: a modal showing the question, if it is still open."""
+    question_id = _question_id(click.action.value)
+    if question_id is None:
+        await tell(feature, click, STALE_BUTTON)
+        return
+    async with feature.services.session_factory() as session:
+        question = await session.get(RequestMessage, question_id)
+        request = (
+            await FeatureRequestRepository(session).find_by_request_id(question.request_id)
+            if question is not None
+            else None
+        )
+        latest = await open_question(session, question.request_id) if question else None
+    if (
+        question is None
+        or request is None
+        or request.status != RequestStatus.AWAITING_CLARIFICATION
+        or latest is None
+        or latest.id != question.id
+    ):
+        await tell(feature, click, ALREADY_ANSWERED)
+        return
+    metadata = {
+        "questionId": question.id,
+        "requestId": question.request_id,
+        "channelId": click.channel.id if click.channel else request.slack_channel_id,
+    }
+    api = await feature.api()
+    await api.call(
+        "views.open",
+        trigger_id=click.trigger_id,
+        view=blocks.answer_modal(question, metadata, feature.scrub),
+    )
+
+
+async def choose_option(feature: SlackFeature, click: BlockActions) -> None:
+    """`clarification_option`: the button's value is the answer."""
+    question_id = question_id_of_block(click.action.block_id)
+    if question_id is None or not click.action.value:
+        await tell(feature, click, STALE_BUTTON)
+        return
+    answered = await answer_question(
+        feature.services, question_id, click.action.value, _actor(click), via="option"
+    )
+    if answered is None:
+        await tell(feature, click, ALREADY_ANSWERED)
+
+
+@dataclass(frozen=True)
+class AnswerForm:
+    question_id: int | None
+    channel_id: str
+    answer: str
+    errors: dict[str, str]
+
+
+def read_answer_modal(submission: ViewSubmission) -> AnswerForm:
+    """The answer modal's input, validated (errors keyed by block id)."""
+    metadata = json.loads(submission.view.private_metadata or "{}")
+    answer = submission.view.state.text("answer", "answer")
+    errors = {} if answer else {"answer": "Write an answer, or close this form."}
+    return AnswerForm(
+        question_id=_question_id(str(metadata.get("questionId", ""))),
+        channel_id=str(metadata.get("channelId") or ""),
+        answer=answer,
+        errors=errors,
+    )
+
+
+async def submit_answer(
+    feature: SlackFeature, submission: ViewSubmission, form: AnswerForm
+) -> None:
+    """The answer modal was submitted: record the answer unless someone was first."""
+    answered = None
+    if form.question_id is not None:
+        answered = await answer_question(
+            feature.services, form.question_id, form.answer, _actor(submission), via="modal"
+        )
+    if answered is None and form.channel_id:
+        api = await feature.api()
+        await api.ephemeral(form.channel_id, submission.user.id, ALREADY_ANSWERED)
+
+
+def register(bolt: Any, feature: SlackFeature) -> None:
+    """The four buttons and the answer modal."""
+    clicks = {
+        blocks.ACTION_RETRY: retry,
+        blocks.ACTION_CANCEL: cancel,
+        blocks.ACTION_ANSWER: open_answer_modal,
+        blocks.ACTION_OPTION: choose_option,
+    }
+    for action_id, handle in clicks.items():
+        bolt.action(action_id, middleware=[feature.inflight.middleware])(
+            feature.inflight.tracked(_click_listener(feature, handle))
+        )
+
+    async def answer_submitted(ack: Any, body: dict[str, Any]) -> None:
+        submission = ViewSubmission.model_validate(body)
+        form = read_answer_modal(submission)
+        if form.errors:
+            await ack(response_action="errors", errors=form.errors)
+            return
+        await ack()
+        await submit_answer(feature, submission, form)
+
+    bolt.view(blocks.ANSWER_MODAL, middleware=[feature.inflight.middleware])(
+        feature.inflight.tracked(answer_submitted)
+    )
+
+
+ClickFn = Callable[[SlackFeature, BlockActions], Awaitable[None]]
+
+
+def _click_listener(feature: SlackFeature, handle: ClickFn) -> Callable[..., Awaitable[None]]:
+    async def clicked(ack: Any, body: dict[str, Any]) -> None:
+        await ack()
+        await handle(feature, BlockActions.model_validate(body))
+
+    clicked.__name__ = f"clicked_{getattr(handle, '__name__', 'button')}"
+    return clicked

@@ -1,0 +1,277 @@
+"""`/clarity`: parse the text, acknowledge at once, then do the work and answer privately."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from bot.slack import blocks
+from bot.slack.feature import SlackFeature
+from bot.slack.filing import (
+    NewRequest,
+    Repo,
+    default_repo,
+    file_request,
+    may_file,
+    parse_repo,
+    set_default_repo,
+)
+from bot.slack.home import load_stats
+from bot.slack.payloads import SlashCommand, ViewSubmission
+from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+
+COMMAND = "/clarity"
+NOT_ALLOWED = (
+    "Sorry, Clarity is not enabled for you in this channel. Ask a Clarity admin to add you."
+)
+NO_DEFAULT_REPO = (
+    "This channel has no default repository, so say which one: "
+    "`/clarity owner/repo what to build` (or set one with `/clarity repo owner/repo`)."
+)
+
+
+class Kind(enum.Enum):
+    HELP = "help"
+    INVALID = "invalid"
+    MODAL = "modal"
+    LIST = "list"
+    STATUS = "status"
+    STATS = "stats"
+    SET_REPO = "repo"
+    FILE = "file"
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """What the command text asks for."""
+
+    kind: Kind
+    repo: Repo | None = None
+    description: str = ""
+    argument: str = ""
+    problem: str = ""
+
+    def ack_payload(self) -> dict[str, Any]:
+        """The immediate answer: help and mistakes are answered right in the ack."""
+        if self.kind == Kind.HELP:
+            return {"text": blocks.HELP_TEXT}
+        if self.kind == Kind.INVALID:
+            return {"text": f"{self.problem}\n\n{blocks.HELP_TEXT}"}
+        return {}
+
+
+def parse_command(text: str) -> Parsed:
+    """Parse the text after `/clarity`."""
+    stripped = text.strip()
+    if not stripped:
+        return Parsed(Kind.MODAL)
+    head, _, rest = stripped.partition(" ")
+    rest = rest.strip()
+    keyword = head.lower()
+    if keyword == "help":
+        return Parsed(Kind.HELP)
+    if keyword == "list" and not rest:
+        return Parsed(Kind.LIST)
+    if keyword == "stats" and not rest:
+        return Parsed(Kind.STATS)
+    if keyword == "status":
+        if not rest or " " in rest:
+            return Parsed(Kind.INVALID, problem="Say which request: `/clarity status <requestId>`.")
+        return Parsed(Kind.STATUS, argument=rest)
+    if keyword == "repo":
+        repo = parse_repo(rest)
+        if repo is None:
+            return Parsed(Kind.INVALID, problem="Use `/clarity repo owner/repo`, e.g. `acme/web`.")
+        return Parsed(Kind.SET_REPO, repo=repo)
+    repo = parse_repo(head)
+    if repo is not None:
+        if not rest:
+            return Parsed(
+                Kind.INVALID,
+                problem=f"Describe what to build: `/clarity {repo.full_name} what to build`.",
+            )
+        return Parsed(Kind.FILE, repo=repo, description=rest)
+    if "/" in head and " " not in head and not rest:
+        return Parsed(Kind.INVALID, problem=f"`{head}` is not a repository name (owner/repo).")
+    # No repository given: the channel's default is used, if it has one.
+    return Parsed(Kind.FILE, description=stripped)
+
+
+async def run_command(feature: SlackFeature, command: SlashCommand, parsed: Parsed) -> None:
+    """The work after the ack."""
+    services = feature.services
+    match parsed.kind:
+        case Kind.HELP | Kind.INVALID:
+            return
+        case Kind.MODAL:
+            await open_file_modal(feature, command)
+        case Kind.LIST:
+            async with services.session_factory() as session:
+                page = await FeatureRequestRepository(session).recent(
+                    slack_user_id=command.user_id, limit=10
+                )
+            await _reply(feature, command, blocks.request_list(page.items))
+        case Kind.STATUS:
+            await _reply(feature, command, await status_text(feature, parsed.argument))
+        case Kind.STATS:
+            async with services.session_factory() as session:
+                stats = await load_stats(session)
+            await _reply(feature, command, blocks.stats_text(stats))
+        case Kind.SET_REPO:
+            assert parsed.repo is not None
+            async with services.session_factory.begin() as session:
+                await set_default_repo(session, command.channel_id, parsed.repo, command.user_id)
+            await _reply(
+                feature,
+                command,
+                f"Default repository for this channel is now `{parsed.repo.full_name}`.",
+            )
+        case Kind.FILE:
+            await file_from_command(feature, command, parsed)
+
+
+async def _reply(feature: SlackFeature, command: SlashCommand, text: str) -> None:
+    api = await feature.api()
+    if command.response_url:
+        await api.respond(command.response_url, text)
+    else:
+        await api.ephemeral(command.channel_id, command.user_id, text)
+
+
+async def status_text(feature: SlackFeature, request_id: str) -> str:
+    """`/clarity status <id>`."""
+    async with feature.services.session_factory() as session:
+        request = await FeatureRequestRepository(session).find_by_request_id(request_id)
+        if request is None:
+            return f"No request `{blocks.escape(request_id)}`. `/clarity list` shows yours."
+        thread = await RequestMessagesRepository(session).get_thread(request_id)
+    visible = [m for m in thread if not m.type.value.startswith("agent_")]
+    return blocks.request_status(request, visible[-1] if visible else None, feature.scrub)
+
+
+async def file_from_command(feature: SlackFeature, command: SlashCommand, parsed: Parsed) -> None:
+    """`/clarity [owner/repo] what to build`."""
+    services = feature.services
+    if not may_file(services.settings, command.user_id, command.channel_id):
+        await _reply(feature, command, NOT_ALLOWED)
+        return
+    repo = parsed.repo
+    if repo is None:
+        async with services.session_factory() as session:
+            repo = await default_repo(session, command.channel_id)
+        if repo is None:
+            await _reply(feature, command, f"{NO_DEFAULT_REPO}\n\n{blocks.HELP_TEXT}")
+            return
+    await file_request(
+        services,
+        NewRequest(
+            repo=repo,
+            description=parsed.description,
+            user_id=command.user_id,
+            user_name=command.user_name,
+            channel_id=command.channel_id,
+            channel_name=command.channel_name,
+            response_url=command.response_url,
+            delivery_source="slack_command",
+            delivery_id=command.delivery_id,
+        ),
+    )
+
+
+# --- the filing modal ------------------------------------------------------------------
+
+
+async def open_file_modal(feature: SlackFeature, command: SlashCommand) -> None:
+    """`/clarity` alone: a form, pre-filled with the channel's default repository."""
+    async with feature.services.session_factory() as session:
+        repo = await default_repo(session, command.channel_id)
+    metadata = {
+        "channelId": command.channel_id,
+        "channelName": command.channel_name,
+        "responseUrl": command.response_url,
+    }
+    api = await feature.api()
+    await api.call(
+        "views.open",
+        trigger_id=command.trigger_id,
+        view=blocks.file_modal(metadata, repo.full_name if repo else None),
+    )
+
+
+@dataclass(frozen=True)
+class ModalInput:
+    """The filing modal's fields, validated."""
+
+    repo: Repo | None
+    description: str
+    errors: dict[str, str]
+
+
+def read_file_modal(submission: ViewSubmission) -> ModalInput:
+    """Validate the form; errors are keyed by block id, as Slack shows them inline."""
+    state = submission.view.state
+    raw_repo = state.text("repo", "repo")
+    description = state.text("description", "description")
+    repo = parse_repo(raw_repo)
+    errors: dict[str, str] = {}
+    if repo is None:
+        errors["repo"] = "Use owner/repo, e.g. acme/web."
+    if not description:
+        errors["description"] = "Describe what should be built."
+    return ModalInput(repo=repo, description=description, errors=errors)
+
+
+async def file_from_modal(
+    feature: SlackFeature, submission: ViewSubmission, form: ModalInput
+) -> None:
+    """The modal was submitted with valid input."""
+    assert form.repo is not None
+    metadata = json.loads(submission.view.private_metadata or "{}")
+    channel_id = str(metadata.get("channelId") or "")
+    services = feature.services
+    api = await feature.api()
+    if not may_file(services.settings, submission.user.id, channel_id):
+        await api.ephemeral(channel_id, submission.user.id, NOT_ALLOWED)
+        return
+    await file_request(
+        services,
+        NewRequest(
+            repo=form.repo,
+            description=form.description,
+            user_id=submission.user.id,
+            user_name=submission.user.display,
+            channel_id=channel_id,
+            channel_name=str(metadata.get("channelName") or ""),
+            response_url=metadata.get("responseUrl") or None,
+            delivery_source="slack_view",
+            delivery_id=submission.view.id,
+        ),
+    )
+
+
+def register(bolt: Any, feature: SlackFeature) -> None:
+    """`/clarity` and the filing modal."""
+
+    async def clarity_command(ack: Any, body: dict[str, Any]) -> None:
+        command = SlashCommand.model_validate(body)
+        parsed = parse_command(command.text)
+        await ack(**parsed.ack_payload())
+        await run_command(feature, command, parsed)
+
+    async def file_modal_submitted(ack: Any, body: dict[str, Any]) -> None:
+        submission = ViewSubmission.model_validate(body)
+        form = read_file_modal(submission)
+        if form.errors:
+            await ack(response_action="errors", errors=form.errors)
+            return
+        await ack()
+        await file_from_modal(feature, submission, form)
+
+    bolt.command(COMMAND, middleware=[feature.inflight.middleware])(
+        feature.inflight.tracked(clarity_command)
+    )
+    bolt.view(blocks.FILE_MODAL, middleware=[feature.inflight.middleware])(
+        feature.inflight.tracked(file_modal_submitted)
+    )

@@ -1,0 +1,526 @@
+"""Keeping Slack in line with the database: the root message, the thread, the progress message.
+
+`enqueue_for_event` runs in the transaction of each change (via bot.events.request_changed)
+and queues at most one job of each kind per request: a job reads the *current* state when
+it runs, so a burst of changes costs one Slack call. Each job is idempotent: what it has
+posted is recorded in clarity_slack_posts, one row per effect, written right after the call.
+
+- `slack.root`: post the request's root message (its ts becomes the thread), or edit it to
+  show the current status.
+- `slack.thread`: post what the thread lacks, in order — questions with their buttons, PR
+  links, failures with a Retry button, cancellations, completion — close answered
+  questions and retried failures, and react to replies it recorded.
+- `slack.progress`: one message per run for agent activity, edited in place, at most once
+  per `progress_interval_s` whatever the agent's rate; the last edit shows the final state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy import distinct, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.dispatch import DISPATCH_JOB
+from bot.services import Services
+from bot.slack import blocks
+from bot.slack.client import SlackApi, SlackRejectedError, as_job
+from bot.slack.feature import SlackFeature, feature
+from bot.workers import JobHandler, PermanentJobError, RetryLater
+from storage import jobs
+from storage.jobs import ClaimedJob
+from storage.models import (
+    AGENT_MESSAGE_TYPES,
+    FeatureRequest,
+    Job,
+    MessageSource,
+    MessageType,
+    RequestMessage,
+    RequestStatus,
+    SlackPost,
+    utcnow,
+)
+from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+
+log = logging.getLogger(__name__)
+
+ROOT_JOB = "slack.root"
+THREAD_JOB = "slack.thread"
+PROGRESS_JOB = "slack.progress"
+JOB_KEYS = {ROOT_JOB: "slack-root", THREAD_JOB: "slack-thread", PROGRESS_JOB: "slack-progress"}
+# Rate-limit waits count as attempts; leave room for several.
+MAX_ATTEMPTS = 20
+SEEN_REACTION = "eyes"
+
+THREAD_TYPES = frozenset(
+    {
+        MessageType.CLARIFICATION_ASK,
+        MessageType.CLARIFICATION_ANSWER,
+        MessageType.FOLLOW_UP_REQUEST,
+        MessageType.PR_CREATED,
+        MessageType.PR_UPDATED,
+        MessageType.ERROR,
+        MessageType.RETRY,
+        MessageType.CANCELLED,
+    }
+)
+PROGRESS_TYPES = AGENT_MESSAGE_TYPES | {MessageType.PROCESSING_UPDATE}
+
+
+def job_key(kind: str, request_id: str) -> str:
+    return f"{JOB_KEYS[kind]}:{request_id}"
+
+
+async def _enqueue_coalesced(
+    session: AsyncSession, kind: str, request_id: str, delay_s: float = 0.0
+) -> None:
+    key = job_key(kind, request_id)
+    # Lock the queued twin, if any, until this transaction commits: a worker (SKIP LOCKED)
+    # then cannot start it before our change is visible, so it never renders stale state.
+    await session.execute(
+        select(Job.id).where(Job.dedupe_key == key, Job.status == "queued").with_for_update()
+    )
+    await jobs.enqueue(
+        session,
+        kind,
+        {"requestId": request_id},
+        request_id=request_id,
+        dedupe_key=key,
+        delay=dt.timedelta(seconds=delay_s) if delay_s > 0 else None,
+        max_attempts=MAX_ATTEMPTS,
+    )
+
+
+async def enqueue_for_event(
+    services: Services,
+    session: AsyncSession,
+    request: FeatureRequest,
+    *,
+    message: RequestMessage | None = None,
+    status_changed: bool = False,
+) -> None:
+    """Queue the Slack updates a change calls for (requests with a Slack channel only)."""
+    if not request.slack_channel_id:
+        return
+    request_id = request.request_id
+    kind = message.type if message is not None else None
+    if status_changed or kind == MessageType.INITIAL_REQUEST:
+        await _enqueue_coalesced(session, ROOT_JOB, request_id)
+    if kind in THREAD_TYPES or (status_changed and request.status == RequestStatus.COMPLETED):
+        await _enqueue_coalesced(session, THREAD_JOB, request_id)
+    if kind in PROGRESS_TYPES:
+        await _enqueue_coalesced(
+            session, PROGRESS_JOB, request_id, feature(services).progress_interval_s
+        )
+    elif status_changed and request.status != RequestStatus.PROCESSING:
+        # The run ended: the progress message should say so.
+        await _enqueue_coalesced(session, PROGRESS_JOB, request_id)
+
+
+# --- shared helpers --------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def exclusive(services: Services, key: str) -> AsyncIterator[bool]:
+    """Hold a transaction-scoped advisory lock on `key` for the block (False if taken)."""
+    async with services.engine.connect() as conn, conn.begin():
+        got = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": key})
+        yield bool(got)
+
+
+async def _posts(session: AsyncSession, request_id: str) -> dict[tuple[str, str], SlackPost]:
+    rows = await session.scalars(select(SlackPost).where(SlackPost.request_id == request_id))
+    return {(p.purpose, p.ref): p for p in rows}
+
+
+async def _record(
+    services: Services, request_id: str, purpose: str, ref: str, channel: str, ts: str
+) -> None:
+    async with services.session_factory.begin() as session:
+        session.add(
+            SlackPost(request_id=request_id, purpose=purpose, ref=ref, channel_id=channel, ts=ts)
+        )
+
+
+async def _root_pending(session: AsyncSession, request_id: str) -> bool:
+    pending = await session.scalar(
+        select(func.count())
+        .select_from(Job)
+        .where(
+            Job.request_id == request_id,
+            Job.kind == ROOT_JOB,
+            Job.status.in_(["queued", "running"]),
+        )
+    )
+    return bool(pending)
+
+
+async def _thread_ts(session: AsyncSession, request: FeatureRequest) -> str:
+    """The request's thread, or RetryLater while the root post is still to come."""
+    if request.slack_thread_ts:
+        return request.slack_thread_ts
+    if await _root_pending(session, request.request_id):
+        raise RetryLater("waiting for the root message", 2.0)
+    raise PermanentJobError(f"request {request.request_id} has no Slack thread")
+
+
+# --- slack.root ------------------------------------------------------------------------
+
+
+async def sync_root(services: Services, job: ClaimedJob) -> None:
+    """Post the root message once, then keep its status current."""
+    slack = feature(services)
+    request_id = str(job.payload["requestId"])
+    async with exclusive(services, job_key(ROOT_JOB, request_id)) as got:
+        if not got:
+            raise RetryLater("another root update is running", 1.0)
+        async with services.session_factory() as session:
+            request = await FeatureRequestRepository(session).get(request_id)
+            root = (await _posts(session, request_id)).get(("root", ""))
+        if request.slack_channel_id is None:
+            return
+        api = await slack.api()
+        message = blocks.root_message(request, slack.scrub)
+        if root is not None:
+            await api.call(
+                "chat.update",
+                channel=root.channel_id,
+                ts=root.ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+            return
+        posted = await api.call(
+            "chat.postMessage",
+            channel=request.slack_channel_id,
+            text=message.text,
+            blocks=message.blocks,
+            unfurl_links=False,
+        )
+        ts = str(posted["ts"])
+        channel = str(posted.get("channel") or request.slack_channel_id)
+        async with services.session_factory.begin() as session:
+            session.add(
+                SlackPost(request_id=request_id, purpose="root", ref="", channel_id=channel, ts=ts)
+            )
+            await FeatureRequestRepository(session).update_fields(request_id, slack_thread_ts=ts)
+
+
+async def root_exhausted(services: Services, job: ClaimedJob) -> None:
+    """The root message could not be posted: tell the requester why, privately."""
+    request_id = str(job.payload["requestId"])
+    async with services.session_factory() as session:
+        request = await FeatureRequestRepository(session).find_by_request_id(request_id)
+        posted = (await _posts(session, request_id)).get(("root", ""))
+        error = await session.scalar(select(Job.last_error).where(Job.id == job.id))
+    if request is None or posted is not None or not request.response_url:
+        return
+    reason = error or "unknown error"
+    hint = ""
+    if "not_in_channel" in reason or "channel_not_found" in reason:
+        hint = " Invite the app to this channel (`/invite @Clarity`) so it can keep you posted."
+    api = await feature(services).api()
+    await api.respond(
+        request.response_url,
+        f"Clarity recorded request `{request_id}` but could not post it here ({reason}).{hint}",
+    )
+
+
+# --- slack.thread ----------------------------------------------------------------------
+
+
+class _Thread:
+    """One run of the thread job: what is posted, and the calls that fill the gaps."""
+
+    def __init__(
+        self,
+        services: Services,
+        slack: SlackFeature,
+        api: SlackApi,
+        request: FeatureRequest,
+        thread_ts: str,
+        posts: dict[tuple[str, str], SlackPost],
+    ) -> None:
+        self.services = services
+        self.slack = slack
+        self.api = api
+        self.request = request
+        self.channel = request.slack_channel_id or ""
+        self.thread_ts = thread_ts
+        self.posts = posts
+
+    def has(self, purpose: str, ref: object) -> bool:
+        key = str(ref)
+        return (purpose, key) in self.posts or (f"failed:{purpose}", key) in self.posts
+
+    async def _done(self, purpose: str, ref: object, ts: str) -> None:
+        await _record(self.services, self.request.request_id, purpose, str(ref), self.channel, ts)
+        self.posts[(purpose, str(ref))] = SlackPost(
+            request_id=self.request.request_id,
+            purpose=purpose,
+            ref=str(ref),
+            channel_id=self.channel,
+            ts=ts,
+        )
+
+    async def effect(self, purpose: str, ref: object, call: str, **params: Any) -> None:
+        """Make one Slack call and record it; a call Slack refuses for good is recorded as
+        failed (and logged) so it does not block the rest of the thread."""
+        if self.has(purpose, ref):
+            return
+        try:
+            data = await self.api.call(call, **params)
+        except SlackRejectedError as exc:
+            if purpose == "reaction" and exc.error == "already_reacted":
+                await self._done(purpose, ref, str(params.get("timestamp", "")))
+                return
+            log.warning("request %s: %s %s refused: %s", self.request.request_id, call, ref, exc)
+            self.services.metrics.errors.labels(f"slack:{call}").inc()
+            await self._done(f"failed:{purpose}", ref, "")
+            return
+        ts = str(data.get("ts") or params.get("ts") or params.get("timestamp") or "")
+        await self._done(purpose, ref, ts)
+
+    async def post(self, purpose: str, ref: object, message: blocks.Message) -> None:
+        await self.effect(
+            purpose,
+            ref,
+            "chat.postMessage",
+            channel=self.channel,
+            thread_ts=self.thread_ts,
+            text=message.text,
+            blocks=message.blocks,
+            unfurl_links=False,
+        )
+
+    async def edit(self, purpose: str, ref: object, ts: str, message: blocks.Message) -> None:
+        await self.effect(
+            purpose,
+            ref,
+            "chat.update",
+            channel=self.channel,
+            ts=ts,
+            text=message.text,
+            blocks=message.blocks,
+        )
+
+    async def react(self, message: RequestMessage) -> None:
+        slack_ts = (message.metadata_ or {}).get("slackTs")
+        if slack_ts:
+            await self.effect(
+                "reaction",
+                message.id,
+                "reactions.add",
+                channel=self.channel,
+                timestamp=str(slack_ts),
+                name=SEEN_REACTION,
+            )
+
+    async def sync(self, thread: list[RequestMessage]) -> None:
+        """Post, edit and react, oldest message first."""
+        clean = self.slack.scrub
+        asks = [m for m in thread if m.type == MessageType.CLARIFICATION_ASK]
+        errors = [m for m in thread if m.type == MessageType.ERROR]
+        for message in thread:
+            match message.type:
+                case MessageType.CLARIFICATION_ASK:
+                    options = [str(o) for o in (message.metadata_ or {}).get("options") or []]
+                    await self.post(
+                        "question", message.id, blocks.question_message(message, options, clean)
+                    )
+                case MessageType.CLARIFICATION_ANSWER | MessageType.FOLLOW_UP_REQUEST:
+                    if message.type == MessageType.CLARIFICATION_ANSWER:
+                        await self._close_question(message, asks)
+                    if message.source == MessageSource.SLACK:
+                        await self.react(message)
+                    else:
+                        await self.post(
+                            "message", message.id, blocks.relayed_message(message, clean)
+                        )
+                case MessageType.PR_CREATED | MessageType.PR_UPDATED:
+                    await self.post("message", message.id, blocks.pr_message(self.request, message))
+                case MessageType.ERROR:
+                    await self.post(
+                        "error", message.id, blocks.error_message(self.request, message, clean)
+                    )
+                case MessageType.RETRY:
+                    for error in errors:
+                        posted = self.posts.get(("error", str(error.id)))
+                        if error.id < message.id and posted is not None:
+                            await self.edit(
+                                "retried",
+                                error.id,
+                                posted.ts,
+                                blocks.retried_error(error, message, clean),
+                            )
+                case MessageType.CANCELLED:
+                    await self.post("message", message.id, blocks.cancelled_message(message))
+        if self.request.status == RequestStatus.COMPLETED:
+            await self._completed()
+
+    async def _close_question(self, answer: RequestMessage, asks: list[RequestMessage]) -> None:
+        question_id = (answer.metadata_ or {}).get("questionMessageId")
+        earlier = [q for q in asks if q.id < answer.id]
+        question = next((q for q in asks if q.id == question_id), None) or (
+            earlier[-1] if earlier else None
+        )
+        if question is None:
+            return
+        posted = self.posts.get(("question", str(question.id)))
+        if posted is not None:
+            await self.edit(
+                "answered",
+                question.id,
+                posted.ts,
+                blocks.answered_question(question, answer, self.slack.scrub),
+            )
+
+    async def _completed(self) -> None:
+        if self.has("completed", ""):
+            return
+        async with self.services.session_factory() as session:
+            totals = await RequestMessagesRepository(session).get_total_metrics(
+                self.request.request_id
+            )
+        cost = (
+            self.request.cost_usd if self.request.cost_usd is not None else totals.total_cost_cents
+        )
+        took = (
+            self.request.duration_ms
+            if self.request.duration_ms is not None
+            else totals.total_duration_ms
+        )
+        await self.post("completed", "", blocks.completed_message(self.request, cost, took))
+
+
+async def sync_thread(services: Services, job: ClaimedJob) -> None:
+    """Bring the request's thread in line with its messages."""
+    slack = feature(services)
+    request_id = str(job.payload["requestId"])
+    async with exclusive(services, job_key(THREAD_JOB, request_id)) as got:
+        if not got:
+            raise RetryLater("another thread update is running", 1.0)
+        async with services.session_factory() as session:
+            request = await FeatureRequestRepository(session).get(request_id)
+            thread_ts = await _thread_ts(session, request)
+            thread = await RequestMessagesRepository(session).get_thread(
+                request_id, types=THREAD_TYPES
+            )
+            posts = await _posts(session, request_id)
+        api = await slack.api()
+        await _Thread(services, slack, api, request, thread_ts, posts).sync(thread)
+
+
+# --- slack.progress --------------------------------------------------------------------
+
+
+async def _current_run(session: AsyncSession, request_id: str) -> tuple[int, dt.datetime | None]:
+    """The run number (dispatches other than cancel) and when the latest one was queued."""
+    rows = (
+        await session.execute(
+            select(Job.payload, Job.created_at)
+            .where(Job.kind == DISPATCH_JOB, Job.request_id == request_id)
+            .order_by(Job.id)
+        )
+    ).all()
+    runs = [created for payload, created in rows if payload.get("kind") != "cancel"]
+    return (len(runs), runs[-1]) if runs else (1, None)
+
+
+async def sync_progress(services: Services, job: ClaimedJob) -> None:
+    """Post or edit the current run's progress message from the latest agent activity."""
+    slack = feature(services)
+    request_id = str(job.payload["requestId"])
+    async with exclusive(services, job_key(PROGRESS_JOB, request_id)) as got:
+        if not got:
+            raise RetryLater("another progress update is running", slack.progress_interval_s)
+        async with services.session_factory() as session:
+            request = await FeatureRequestRepository(session).get(request_id)
+            run, since = await _current_run(session, request_id)
+            activity = select(RequestMessage).where(
+                RequestMessage.request_id == request_id,
+                RequestMessage.type.in_(list(PROGRESS_TYPES)),
+            )
+            if since is not None:
+                activity = activity.where(RequestMessage.created_at >= since)
+            counted = activity.subquery()
+            totals = (
+                await session.execute(
+                    select(
+                        func.count(),
+                        func.count().filter(counted.c.type == MessageType.AGENT_TOOL_CALL),
+                        func.count(distinct(counted.c.metadata["filePath"].astext)).filter(
+                            counted.c.type == MessageType.AGENT_FILE_CHANGE
+                        ),
+                        func.count().filter(counted.c.type == MessageType.AGENT_TERMINAL),
+                    ).select_from(counted)
+                )
+            ).one()
+            if not totals[0]:
+                return
+            latest = list(
+                (
+                    await session.scalars(
+                        activity.where(RequestMessage.type != MessageType.AGENT_SUMMARY)
+                        .order_by(RequestMessage.id.desc())
+                        .limit(blocks.PROGRESS_LINES)
+                    )
+                ).all()
+            )
+            summary = await session.scalar(
+                activity.where(RequestMessage.type == MessageType.AGENT_SUMMARY)
+                .order_by(RequestMessage.id.desc())
+                .limit(1)
+            )
+            thread_ts = await _thread_ts(session, request)
+            posted = (await _posts(session, request_id)).get(("progress", str(run)))
+        message = blocks.progress_message(
+            run,
+            blocks.Progress(
+                steps=int(totals[0]),
+                tool_calls=int(totals[1]),
+                files_changed=int(totals[2]),
+                commands=int(totals[3]),
+                latest=list(reversed(latest)),
+                summary=summary,
+            ),
+            running=request.status == RequestStatus.PROCESSING,
+            clean=slack.scrub,
+        )
+        api = await slack.api()
+        channel = request.slack_channel_id or ""
+        if posted is not None:
+            await api.call(
+                "chat.update",
+                channel=posted.channel_id,
+                ts=posted.ts,
+                text=message.text,
+                blocks=message.blocks,
+            )
+            async with services.session_factory.begin() as session:
+                row = await session.get(SlackPost, posted.id)
+                if row is not None:
+                    row.updated_at = utcnow()
+            return
+        data = await api.call(
+            "chat.postMessage",
+            channel=channel,
+            thread_ts=thread_ts,
+            text=message.text,
+            blocks=message.blocks,
+            unfurl_links=False,
+        )
+        await _record(services, request_id, "progress", str(run), channel, str(data["ts"]))
+
+
+def job_handlers(services: Services) -> dict[str, JobHandler]:
+    """The Slack notification jobs."""
+    return {
+        ROOT_JOB: JobHandler(run=as_job(sync_root), on_exhausted=root_exhausted, timeout_s=30),
+        THREAD_JOB: JobHandler(run=as_job(sync_thread), timeout_s=60),
+        PROGRESS_JOB: JobHandler(run=as_job(sync_progress), timeout_s=30),
+    }

@@ -1,0 +1,130 @@
+"""Replies in a request's thread: an answer, a follow-up, or a note kept for the next run.
+
+Nothing a person writes in the thread is dropped: every reply becomes a message row, and
+Slack shows it was seen with a reaction.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from typing import Any
+
+from bot.dispatch import DispatchKind, enqueue_dispatch
+from bot.events import request_changed
+from bot.slack.answers import open_question, record_answer
+from bot.slack.client import SlackError
+from bot.slack.feature import SlackFeature
+from bot.slack.payloads import EventCallback
+from storage.deliveries import claim_delivery
+from storage.models import RequestStatus
+from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+from storage.repositories.request_messages import Actor
+
+log = logging.getLogger(__name__)
+
+
+class Reply(enum.Enum):
+    ANSWER = "answer"
+    FOLLOW_UP = "follow_up"
+    NOTE = "note"
+    DUPLICATE = "duplicate"
+
+
+async def user_name(feature: SlackFeature, user_id: str) -> str:
+    """A person's display name; their id if Slack cannot say (the reply is kept either way)."""
+    cached = feature.user_names.get(user_id)
+    if cached is not None:
+        return cached
+    api = await feature.api()
+    try:
+        data = await api.call("users.info", user=user_id)
+    except SlackError:
+        log.warning("users.info failed for %s; recording the reply under the id", user_id)
+        return user_id
+    user = data.get("user") or {}
+    profile = user.get("profile") or {}
+    name = str(profile.get("display_name") or user.get("real_name") or user.get("name") or user_id)
+    feature.user_names.put(user_id, name)
+    return name
+
+
+async def handle_message(feature: SlackFeature, callback: EventCallback) -> Reply | None:
+    """A `message` event: act on it if it is a person's reply in a request's thread."""
+    event = callback.event
+    if not event.is_human_reply or event.thread_ts is None or event.user is None:
+        return None
+    async with feature.services.session_factory() as session:
+        request = await FeatureRequestRepository(session).find_by_slack_thread(
+            event.channel, event.thread_ts
+        )
+    if request is None:
+        return None
+    name = await user_name(feature, event.user)
+    return await record_reply(feature, callback, Actor(event.user, name))
+
+
+async def record_reply(
+    feature: SlackFeature, callback: EventCallback, actor: Actor
+) -> Reply | None:
+    """One transaction: dedupe by event id, record, change status and dispatch as the state says."""
+    services = feature.services
+    event = callback.event
+    assert event.thread_ts is not None
+    metadata = {
+        "slackTs": event.ts,
+        "slackThreadTs": event.thread_ts,
+        "slackChannelId": event.channel,
+    }
+    async with services.session_factory.begin() as session:
+        requests = FeatureRequestRepository(session)
+        request = await requests.find_by_slack_thread(event.channel, event.thread_ts, lock=True)
+        if request is None:
+            return None
+        if not await claim_delivery(session, "slack_event", callback.event_id):
+            return Reply.DUPLICATE
+        if request.status == RequestStatus.AWAITING_CLARIFICATION:
+            question = await open_question(session, request.request_id)
+            answered = await record_answer(
+                services,
+                session,
+                request,
+                question,
+                event.text,
+                actor,
+                {**metadata, "answeredVia": "thread"},
+            )
+            if answered is not None:
+                return Reply.ANSWER
+        messages = RequestMessagesRepository(session)
+        if request.status == RequestStatus.PR_CREATED:
+            message = await messages.add_follow_up_request(
+                request.request_id, event.text, actor, metadata={**metadata, "dispatched": True}
+            )
+            request = await requests.update_status(request.request_id, RequestStatus.PROCESSING)
+            await enqueue_dispatch(
+                session,
+                request.request_id,
+                DispatchKind.FOLLOW_UP,
+                max_attempts=services.settings.clarity_job_max_attempts,
+            )
+            await request_changed(services, session, request, message=message, status_changed=True)
+            return Reply.FOLLOW_UP
+        # Any other state: kept as a follow-up that is not dispatched now; the runner gets it
+        # with the conversation of the next dispatch (answer, follow-up or retry).
+        message = await messages.add_follow_up_request(
+            request.request_id, event.text, actor, metadata={**metadata, "dispatched": False}
+        )
+        await request_changed(services, session, request, message=message)
+        return Reply.NOTE
+
+
+def register(bolt: Any, feature: SlackFeature) -> None:
+    """`message` events (thread replies)."""
+
+    async def message_posted(body: dict[str, Any]) -> None:
+        await handle_message(feature, EventCallback.model_validate(body))
+
+    bolt.event("message", middleware=[feature.inflight.middleware])(
+        feature.inflight.tracked(message_posted)
+    )
