@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy.engine import URL
 
-from storage.dbops.connection import connect, quote_ident, quote_literal
+from storage.dbops.connection import DbOpsError, connect, explain, quote_ident, quote_literal
 
 SCRAM_ITERATIONS = 4096  # PostgreSQL's default scram_iterations
 TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
@@ -61,6 +61,7 @@ class Step:
     description: str
     sql: str
     run_sql: str | None = None
+    sets_password: bool = False
 
     @property
     def statement(self) -> str:
@@ -195,6 +196,7 @@ async def _plan_roles(conn: Any, opts: SetupOptions, password: str | None) -> li
                 f"CREATE ROLE {user} LOGIN PASSWORD '***' IN ROLE {role}",
                 f"CREATE ROLE {user} LOGIN PASSWORD {quote_literal(scram_verifier(password))}"
                 f" IN ROLE {role}",
+                sets_password=True,
             )
         )
         return steps
@@ -223,6 +225,7 @@ async def _plan_roles(conn: Any, opts: SetupOptions, password: str | None) -> li
                 f"set a new password for {opts.user}",
                 f"ALTER ROLE {user} PASSWORD '***'",
                 f"ALTER ROLE {user} PASSWORD {quote_literal(scram_verifier(password))}",
+                sets_password=True,
             )
         )
     return steps
@@ -414,25 +417,48 @@ async def setup(
                 )
             )
         cluster += await _plan_database_acl(conn, opts, db_exists)
-        await _apply(conn, cluster, dry_run=dry_run, say=say)
-        result.steps += cluster
+        try:
+            await _apply(conn, cluster, result, dry_run=dry_run, say=say)
+        except Exception as exc:
+            if result.password_set:
+                raise _lost_password(exc, opts) from exc
+            raise
 
-    if db_exists or not dry_run:
-        async with connect(master.set(database=opts.database), "MASTER_DATABASE_URL") as conn:
-            inside = await _plan_inside(conn, opts, owner)
-            await _apply(conn, inside, dry_run=dry_run, say=say)
-    else:
-        inside = await _plan_inside(None, opts, owner)
-        await _apply(None, inside, dry_run=True, say=say)
-    result.steps += inside
+    try:
+        if db_exists or not dry_run:
+            inside_url = master.set(database=opts.database)
+            async with connect(inside_url, "MASTER_DATABASE_URL") as conn:
+                inside = await _plan_inside(conn, opts, owner)
+                await _apply(conn, inside, result, dry_run=dry_run, say=say)
+        else:
+            inside = await _plan_inside(None, opts, owner)
+            await _apply(None, inside, result, dry_run=True, say=say)
+    except Exception as exc:
+        if result.password_set:
+            raise _lost_password(exc, opts) from exc
+        raise
 
     result.password_set = password is not None and not dry_run
     result.database_url = application_url(master, opts, password if result.password_set else None)
     return result
 
 
+def _lost_password(exc: Exception, opts: SetupOptions) -> DbOpsError:
+    """A failure after the password changed: say so, since it was never shown."""
+    message = str(exc) if isinstance(exc, DbOpsError) else explain(exc)
+    return DbOpsError(
+        f"{message}; {opts.user}'s new password was set but not shown: once this is fixed,"
+        " run `clarity db setup --rotate-password`"
+    )
+
+
 async def _apply(
-    conn: Any, steps: list[Step], *, dry_run: bool, say: Callable[[str], None]
+    conn: Any,
+    steps: list[Step],
+    result: SetupResult,
+    *,
+    dry_run: bool,
+    say: Callable[[str], None],
 ) -> None:
     for step in steps:
         if dry_run:
@@ -441,3 +467,5 @@ async def _apply(
             # One statement at a time, outside a transaction: CREATE DATABASE needs that.
             await conn.execute(step.statement)
             say(f"  {step.description}")
+            result.password_set = result.password_set or step.sets_password
+        result.steps.append(step)
