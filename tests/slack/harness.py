@@ -61,6 +61,24 @@ class Clarity:
         """Run every due job of the chosen kinds, one at a time."""
         return await self.pool.run_until_idle()
 
+    async def file(
+        self, text: str = "acme/web add a dark mode toggle", **fields: Any
+    ) -> FeatureRequest:
+        """File a request with /clarity and run the jobs that post its root message."""
+        sent = await self.sender.command(text, **fields)
+        assert sent.status == 200, sent.text
+        await self.settle()
+        await self.run_jobs()
+        return (await self.requests())[-1]
+
+    async def request(self, request_id: str) -> FeatureRequest:
+        async with self.services.session_factory() as session:
+            row = await session.scalar(
+                select(FeatureRequest).where(FeatureRequest.request_id == request_id)
+            )
+        assert row is not None
+        return row
+
     async def requests(self) -> list[FeatureRequest]:
         async with self.services.session_factory() as session:
             return list(
