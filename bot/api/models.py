@@ -40,6 +40,12 @@ class WireModel(BaseModel):
     )
 
 
+class AnswerModel(WireModel):
+    """An answer: built in code by field name, sent camelCase."""
+
+    model_config = ConfigDict(validate_by_name=True)
+
+
 RepoName = Annotated[
     str,
     Field(
@@ -145,7 +151,7 @@ class MessageBody(WireModel):
 # --- answers --------------------------------------------------------------------------
 
 
-class RequestOut(WireModel):
+class RequestOut(AnswerModel):
     """A feature request, every column of the ADR's feature_requests (camelCase)."""
 
     id: int
@@ -201,7 +207,7 @@ class RequestOut(WireModel):
         return cls.model_construct(**fields)
 
 
-class MessageOut(WireModel):
+class MessageOut(AnswerModel):
     """One step of a request's conversation."""
 
     id: int
@@ -230,32 +236,32 @@ class MessageOut(WireModel):
         )
 
 
-class RequestDetail(WireModel):
+class RequestDetail(AnswerModel):
     """GET /api/requests/{requestId}."""
 
     request: RequestOut
     messages: list[MessageOut]
 
 
-class GitHubTokenOut(WireModel):
+class GitHubTokenOut(AnswerModel):
     """A live GitHub App installation token."""
 
     token: str
     expires_at: dt.datetime
 
 
-class ClaudeKeyOut(WireModel):
+class ClaudeKeyOut(AnswerModel):
     """The Anthropic API key the agent uses."""
 
     api_key: str
 
 
-class ErrorDetail(WireModel):
+class ErrorDetail(AnswerModel):
     field: str
     message: str
 
 
-class ErrorInfo(WireModel):
+class ErrorInfo(AnswerModel):
     code: Literal[
         "bad_request",
         "unauthorized",
@@ -271,7 +277,7 @@ class ErrorInfo(WireModel):
     details: list[ErrorDetail] | None = None
 
 
-class ErrorOut(WireModel):
+class ErrorOut(AnswerModel):
     """Every error answer: {"error": {"code", "message"}} (+ field details on 422)."""
 
     error: ErrorInfo

@@ -1,0 +1,239 @@
+"""The side-API's routes doing their work: create, read, status reports, messages, config."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fakes.harness import API_TOKEN, Harness, running_clarity, types_of
+
+from bot.api.tokens import TokenAuthority
+from storage.models import ConfigType
+from storage.repositories import AppConfigRepository
+from storage.schemas import ClaudeConfig, GitHubConfig
+
+
+async def create(h: Harness, **extra: object) -> str:
+    status, body = await h.api(
+        "POST", "/requests", {"repo": "octo/widgets", "description": "Add a dark mode", **extra}
+    )
+    assert status == 201, body
+    return str(body["requestId"])
+
+
+async def test_create_records_request_message_and_dispatch(harness: Harness) -> None:
+    status, body = await harness.api(
+        "POST",
+        "/requests",
+        {"repo": "octo/widgets", "description": "Add a dark mode", "title": "Dark mode"},
+    )
+    assert status == 201
+    assert body["status"] == "pending" and body["origin"] == "web"
+    assert body["title"] == "Dark mode" and body["repositoryOwner"] == "octo"
+    assert "request_id" not in body and body["costUsd"] is None
+    rid = body["requestId"]
+    assert types_of(await harness.messages(rid)) == ["initial_request"]
+    assert [j.payload for j in await harness.jobs("dispatch")] == [
+        {"requestId": rid, "kind": "initial", "attempt": 1}
+    ]
+
+
+async def test_get_returns_request_and_messages_camel_case(harness: Harness) -> None:
+    rid = await create(harness)
+    status, body = await harness.api("GET", f"/requests/{rid}")
+    assert status == 200
+    assert body["request"]["requestId"] == rid
+    (message,) = body["messages"]
+    assert message["type"] == "initial_request" and message["requestId"] == rid
+    assert {"actorId", "actorName", "createdAt", "metadata"} <= set(message)
+
+
+async def test_status_reports_follow_lifecycle_and_record_messages(harness: Harness) -> None:
+    rid = await create(harness)
+    await harness.run_jobs()  # dispatched: processing
+    assert (await harness.request(rid)).status.value == "processing"
+
+    status, body = await harness.api(
+        "PATCH",
+        f"/requests/{rid}/status",
+        {
+            "status": "pr_created",
+            "prUrl": "https://github.com/octo/widgets/pull/7",
+            "prNumber": 7,
+            "prBranchName": "clarity/dark-mode",
+            "costUsd": 0.42,
+            "durationMs": 61_000,
+        },
+    )
+    assert status == 200, body
+    assert body["status"] == "pr_created" and body["prNumber"] == 7
+    assert body["costUsd"] == 0.42 and body["costCents"] == 42 and body["durationMs"] == 61_000
+    pr_message = (await harness.messages(rid))[-1]
+    assert pr_message.type.value == "pr_created"
+    assert pr_message.metadata_ == {
+        "fromStatus": "processing",
+        "toStatus": "pr_created",
+        "durationMs": 61_000,
+        "costCents": 42,
+    }
+
+    # A follow-up run updates the same PR: totals add up, the message says updated.
+    assert (await harness.api("PATCH", f"/requests/{rid}/status", {"status": "processing"}))[
+        0
+    ] == 200
+    status, body = await harness.api(
+        "PATCH",
+        f"/requests/{rid}/status",
+        {"status": "pr_created", "costUsd": 1.0, "durationMs": 1000},
+    )
+    assert status == 200
+    assert body["costCents"] == 142 and body["durationMs"] == 62_000
+    assert (await harness.messages(rid))[-1].type.value == "pr_updated"
+
+    # The lifecycle forbids going back to pending: 409, nothing written.
+    before = await harness.counts()
+    status, body = await harness.api("PATCH", f"/requests/{rid}/status", {"status": "pending"})
+    assert status == 409 and body["error"]["code"] == "conflict"
+    assert await harness.counts() == before
+
+    # Same status, nothing new: no message.
+    before = await harness.counts()
+    assert (await harness.api("PATCH", f"/requests/{rid}/status", {"status": "pr_created"}))[
+        0
+    ] == 200
+    assert await harness.counts() == before
+
+
+async def test_error_report_records_code_and_message(harness: Harness) -> None:
+    rid = await create(harness)
+    await harness.run_jobs()
+    status, body = await harness.api(
+        "PATCH",
+        f"/requests/{rid}/status",
+        {"status": "error", "errorCode": "CLAUDE_RATE_LIMIT", "errorMessage": "rate limited"},
+    )
+    assert status == 200 and body["status"] == "error" and body["taskStatus"] == "error"
+    error = (await harness.messages(rid))[-1]
+    assert error.type.value == "error" and error.content == "rate limited"
+    assert error.metadata_ is not None
+    assert error.metadata_["errorCode"] == "CLAUDE_RATE_LIMIT"
+
+
+async def test_clarification_ask_puts_request_on_hold(harness: Harness) -> None:
+    rid = await create(harness)
+    await harness.run_jobs()
+    status, body = await harness.api(
+        "POST",
+        f"/requests/{rid}/messages",
+        {
+            "type": "clarification_ask",
+            "content": "Which theme?",
+            "metadata": {"options": ["A", "B"]},
+        },
+    )
+    assert status == 201
+    assert body["type"] == "clarification_ask" and body["metadata"] == {"options": ["A", "B"]}
+    assert (await harness.request(rid)).status.value == "awaiting_clarification"
+
+
+async def test_agent_messages_are_recorded_without_changing_status(harness: Harness) -> None:
+    rid = await create(harness)
+    await harness.run_jobs()
+    status, body = await harness.api(
+        "POST",
+        f"/requests/{rid}/messages",
+        {
+            "type": "agent_tool_call",
+            "content": "Calling Read",
+            "metadata": {"toolName": "Read", "toolInput": {"path": "a.py"}, "turnNumber": 1},
+        },
+    )
+    assert status == 201 and body["source"] == "system"
+    assert (await harness.request(rid)).status.value == "processing"
+
+
+async def test_job_token_reaches_its_own_request_only(harness: Harness) -> None:
+    rid = await create(harness)
+    other = await create(harness)
+    await harness.run_jobs()
+    token = next(c.body["apiToken"] for c in harness.runner.accepted if c.body["requestId"] == rid)
+    assert (await harness.api("GET", f"/requests/{rid}", token=token))[0] == 200
+    status, _body = await harness.api(
+        "POST",
+        f"/requests/{rid}/messages",
+        {"type": "agent_thinking", "content": "hm"},
+        token=token,
+    )
+    assert status == 201
+    assert (await harness.api("GET", f"/requests/{other}", token=token))[0] == 401
+    assert (
+        await harness.api("POST", "/requests", {"repo": "a/b", "description": "x"}, token=token)
+    )[0] == 401
+    assert (await harness.api("GET", "/config/github", token=token))[0] == 200
+
+    # Once the request is final, its token no longer gets credentials.
+    await harness.api("PATCH", f"/requests/{rid}/status", {"status": "cancelled"})
+    assert (await harness.api("GET", "/config/github", token=token))[0] == 401
+
+
+async def test_expired_job_token_is_refused(harness: Harness) -> None:
+    rid = await create(harness)
+    authority = TokenAuthority(harness.services.settings)
+    stale = authority.issue(rid, 60, now=dt.datetime.now(dt.UTC).timestamp() - 120)
+    status, body = await harness.api("GET", f"/requests/{rid}", token=stale)
+    assert status == 401 and body["error"]["message"] == "token expired"
+
+
+async def test_github_token_is_live_cached_and_stored_encrypted(harness: Harness) -> None:
+    services = harness.services
+    assert services.cipher is not None
+    async with services.session_factory.begin() as session:
+        await AppConfigRepository(session, services.cipher).set_github_config(
+            GitHubConfig(
+                app_id="123456",
+                private_key="unused: the environment wins",
+                webhook_secret="stored-secret",
+                installation_id=str(harness.github.installation_id),
+            )
+        )
+    status, first = await harness.api("GET", "/config/github")
+    assert status == 200, first
+    assert first["token"] in harness.github.tokens
+    assert dt.datetime.fromisoformat(first["expiresAt"]) > dt.datetime.now(dt.UTC)
+    status, second = await harness.api("GET", "/config/github")
+    assert second["token"] == first["token"]
+    assert len(harness.github.calls_to("POST", "/access_tokens")) == 1
+    async with services.session_factory() as session:
+        raw = await AppConfigRepository(session, services.cipher).get_raw(ConfigType.GITHUB)
+    assert raw is not None and first["token"] not in str(raw)
+    assert services.cipher.decrypt(raw["installationToken"]) == first["token"]
+
+
+async def test_github_token_near_expiry_is_refreshed(db_url: str) -> None:
+    async with running_clarity(db_url) as h:
+        h.github.token_ttl = dt.timedelta(minutes=4)  # inside the 5-minute margin
+        first = (await h.api("GET", "/config/github"))[1]["token"]
+        second = (await h.api("GET", "/config/github"))[1]["token"]
+        assert first != second
+        assert len(h.github.calls_to("POST", "/access_tokens")) == 2
+
+
+async def test_config_without_github_or_claude_says_what_is_missing(db_url: str) -> None:
+    async with running_clarity(db_url, github_configured=False, anthropic_api_key=None) as h:
+        status, body = await h.api("GET", "/config/github")
+        assert status == 503 and "GITHUB_APP_ID" in body["error"]["message"]
+        status, body = await h.api("GET", "/config/claude")
+        assert status == 503 and "ANTHROPIC_API_KEY" in body["error"]["message"]
+
+
+async def test_claude_key_from_environment_then_stored(db_url: str) -> None:
+    async with running_clarity(db_url, anthropic_api_key="sk-ant-env-key-123456") as h:
+        assert (await h.api("GET", "/config/claude"))[1] == {"apiKey": "sk-ant-env-key-123456"}
+    async with running_clarity(db_url, anthropic_api_key=None) as h:
+        assert h.services.cipher is not None
+        async with h.services.session_factory.begin() as session:
+            await AppConfigRepository(session, h.services.cipher).set(
+                ClaudeConfig(api_key="sk-ant-stored-key-654321")
+            )
+        assert (await h.api("GET", "/config/claude", token=API_TOKEN))[1] == {
+            "apiKey": "sk-ant-stored-key-654321"
+        }
