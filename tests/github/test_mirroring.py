@@ -1,0 +1,127 @@
+"""GitHub as a destination: tracking issues for Slack requests, comments, scrubbing, failures."""
+
+from __future__ import annotations
+
+from fakes import github_events as gh
+from fakes.harness import API_TOKEN, APP_ID, Harness, app_key, running_clarity
+
+from bot import events
+from bot.dispatch import DispatchKind, enqueue_dispatch
+from bot.workers import WorkerPool, job_registry
+from storage.models import MessageSource, MessageType, RequestOrigin
+from storage.repositories import (
+    AppConfigRepository,
+    FeatureRequestRepository,
+    RequestMessagesRepository,
+)
+from storage.schemas import GitHubConfig
+
+
+async def slack_request(h: Harness, request_id: str = "slack-req-1") -> str:
+    """A request as the Slack front door records it (row, initial_request, event)."""
+    async with h.services.session_factory.begin() as session:
+        row = await FeatureRequestRepository(session).create(
+            request_id=request_id,
+            origin=RequestOrigin.SLACK,
+            repo=gh.REPO,
+            title="Dark mode",
+            description="Add a dark mode toggle",
+            slack_user_id="U1",
+            slack_user_name="ada",
+            slack_channel_id="C1",
+            slack_channel_name="eng",
+        )
+        message = await RequestMessagesRepository(session).add_message(
+            request_id, MessageType.INITIAL_REQUEST, MessageSource.SLACK, "Add a dark mode toggle"
+        )
+        await events.request_changed(h.services, session, row, message=message, status_changed=True)
+    return request_id
+
+
+async def test_slack_request_opens_a_tracking_issue(harness: Harness) -> None:
+    rid = await slack_request(harness)
+    assert len(await harness.jobs("github_tracking_issue")) == 1
+    # The tracking issue first (pending → issue_created), then dispatch (→ processing).
+    async with harness.services.session_factory.begin() as session:
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+    await harness.run_jobs()
+    (call,) = harness.github.calls_to("POST", f"/repos/{gh.REPO}/issues")
+    assert call.body["title"] == "Dark mode"
+    assert "Filed from Slack by ada in #eng" in call.body["body"] and rid in call.body["body"]
+    row = await harness.request(rid)
+    assert (row.issue_number, row.issue_url) == (1, f"https://github.com/{gh.REPO}/issues/1")
+    assert row.issue_id is not None and row.issue_author == "clarity-app[bot]"
+    assert row.status.value == "processing"
+    statuses = [
+        (m.metadata_ or {}).get("toStatus") for m in await harness.messages(rid) if m.metadata_
+    ]
+    assert "issue_created" in statuses
+    assert harness.runner.accepted[0].body["issueNumber"] == 1
+
+
+async def test_dispatch_first_records_the_issue_without_going_back(harness: Harness) -> None:
+    rid = await slack_request(harness)
+    async with harness.services.session_factory.begin() as session:
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+    only_dispatch = {"dispatch": job_registry(harness.services)["dispatch"]}
+    await WorkerPool(harness.services, only_dispatch).run_until_idle()
+    assert (await harness.request(rid)).status.value == "processing"
+    await harness.run_jobs()
+    row = await harness.request(rid)
+    assert row.status.value == "processing" and row.issue_number == 1
+
+
+async def test_no_tracking_issue_without_github(db_url: str) -> None:
+    async with running_clarity(db_url, github_configured=False) as h:
+        await slack_request(h)
+        assert await h.jobs("github_tracking_issue") == []
+
+
+async def test_secrets_are_masked_in_github_comments(harness: Harness) -> None:
+    await harness.webhook("issues", gh.labeled())
+    await harness.run_jobs()
+    (row,) = await harness.requests()
+    live = (await harness.api("GET", "/config/github"))[1]["token"]
+    status, _ = await harness.api(
+        "PATCH",
+        f"/requests/{row.request_id}/status",
+        {
+            "status": "error",
+            "errorCode": "AGENT_CRASHED",
+            "errorMessage": f"curl -H 'Authorization: {API_TOKEN}' failed; token {live}",
+        },
+    )
+    assert status == 200
+    await harness.run_jobs()
+    body = harness.github.comments_on(gh.REPO, 12)[-1]["body"]
+    assert API_TOKEN not in body and live not in body
+    assert body.count("[redacted]") == 2
+
+
+async def test_github_failures_are_retried_then_given_up(harness: Harness) -> None:
+    await harness.webhook("issues", gh.labeled(association="NONE"))
+    harness.github.fail_next(1, status=502)
+    await harness.run_jobs()
+    assert len(harness.github.comments_on(gh.REPO, 12)) == 1  # second try worked
+    await harness.webhook("issues", gh.labeled(association="NONE", full_name="octo-org/gone"))
+    harness.github.fail_next(10, status=404)
+    await harness.run_jobs()
+    (failed,) = [j for j in await harness.jobs("github_comment") if j.status == "failed"]
+    assert failed.attempts == 1  # a 404 is not retried
+
+
+async def test_stored_app_config_is_used_when_the_environment_has_none(db_url: str) -> None:
+    private_pem, _ = app_key()
+    async with running_clarity(db_url, github_configured=False) as h:
+        assert h.services.cipher is not None
+        async with h.services.session_factory.begin() as session:
+            await AppConfigRepository(session, h.services.cipher).set_github_config(
+                GitHubConfig(
+                    app_id=APP_ID,
+                    private_key=private_pem,
+                    webhook_secret="stored-webhook-secret",
+                    installation_id=str(h.github.installation_id),
+                )
+            )
+        status, body = await h.api("GET", "/config/github")
+        assert status == 200 and body["token"] in h.github.tokens
