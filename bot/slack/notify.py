@@ -79,10 +79,11 @@ async def _enqueue_coalesced(
     session: AsyncSession, kind: str, request_id: str, delay_s: float = 0.0
 ) -> None:
     key = job_key(kind, request_id)
-    # Lock the queued twin, if any, until this transaction commits: a worker (SKIP LOCKED)
-    # then cannot start it before our change is visible, so it never renders stale state.
+    # A change whose enqueue is absorbed by an already queued job must be visible when that
+    # job reads. Changes hold this lock shared until they commit; the job takes it exclusively
+    # before reading (`_read_barrier`), so it waits for them — and never delays a claim.
     await session.execute(
-        select(Job.id).where(Job.dedupe_key == key, Job.status == "queued").with_for_update()
+        text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"), {"k": f"{key}:changes"}
     )
     await jobs.enqueue(
         session,
@@ -132,6 +133,14 @@ async def exclusive(services: Services, key: str) -> AsyncIterator[bool]:
         yield bool(got)
 
 
+async def _read_barrier(session: AsyncSession, kind: str, request_id: str) -> None:
+    """Wait for the changes already coalesced into this job to commit (see _enqueue_coalesced)."""
+    await session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+        {"k": f"{job_key(kind, request_id)}:changes"},
+    )
+
+
 async def _posts(session: AsyncSession, request_id: str) -> dict[tuple[str, str], SlackPost]:
     rows = await session.scalars(select(SlackPost).where(SlackPost.request_id == request_id))
     return {(p.purpose, p.ref): p for p in rows}
@@ -179,6 +188,7 @@ async def sync_root(services: Services, job: ClaimedJob) -> None:
         if not got:
             raise RetryLater("another root update is running", 1.0)
         async with services.session_factory() as session:
+            await _read_barrier(session, ROOT_JOB, request_id)
             request = await FeatureRequestRepository(session).get(request_id)
             root = (await _posts(session, request_id)).get(("root", ""))
         if request.slack_channel_id is None:
@@ -405,6 +415,7 @@ async def sync_thread(services: Services, job: ClaimedJob) -> None:
         if not got:
             raise RetryLater("another thread update is running", 1.0)
         async with services.session_factory() as session:
+            await _read_barrier(session, THREAD_JOB, request_id)
             request = await FeatureRequestRepository(session).get(request_id)
             thread_ts = await _thread_ts(session, request)
             thread = await RequestMessagesRepository(session).get_thread(
@@ -439,6 +450,7 @@ async def sync_progress(services: Services, job: ClaimedJob) -> None:
         if not got:
             raise RetryLater("another progress update is running", slack.progress_interval_s)
         async with services.session_factory() as session:
+            await _read_barrier(session, PROGRESS_JOB, request_id)
             request = await FeatureRequestRepository(session).get(request_id)
             run, since = await _current_run(session, request_id)
             activity = select(RequestMessage).where(
