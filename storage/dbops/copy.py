@@ -13,6 +13,7 @@ Seed 001's phases 2 to 4 (pg_dump, import, sequence reset, count check) as one c
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import sys
 import time
@@ -193,22 +194,19 @@ def _compatibility_problems(
 async def _compare(
     source_conn: Any, target_conn: Any, plans: list[TablePlan], copied: dict[str, int]
 ) -> list[TableReport]:
+    target = await catalog.snapshot(target_conn)
     reports = []
-    target_tables = await target_conn.fetch(
-        "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
-        " AND relkind IN ('r', 'p')"
-    )
-    present = {str(r["relname"]) for r in target_tables}
     for plan in plans:
-        src = await checksum(source_conn, plan)
-        if plan.name not in present:
-            reports.append(TableReport(plan.name, src, None, note="missing in target"))
+        table = target.tables.get(plan.name)
+        lacking = [c for c in plan.columns if table is None or table.column(c) is None]
+        if table is None or lacking:
+            note = "missing in target" if table is None else f"target lacks {', '.join(lacking)}"
+            reports.append(
+                TableReport(plan.name, await checksum(source_conn, plan), None, note=note)
+            )
             continue
-        try:
-            tgt = await checksum(target_conn, plan)
-        except Exception as exc:  # e.g. a column the target lacks: report, don't crash
-            reports.append(TableReport(plan.name, src, None, note=str(exc).splitlines()[0]))
-            continue
+        # Two servers, two connections: hash both sides at once.
+        src, tgt = await asyncio.gather(checksum(source_conn, plan), checksum(target_conn, plan))
         reports.append(TableReport(plan.name, src, tgt, copied=copied.get(plan.name)))
     return reports
 
