@@ -43,7 +43,10 @@ def build_bolt(feature: SlackFeature, credentials: SlackCredentials) -> AsyncApp
         register(bolt, feature)
 
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        await report_error(feature, error, body)
+        try:
+            await report_error(feature, error, body)
+        finally:
+            feature.inflight.exit_after(error)
 
     bolt.error(on_error)
     return bolt
@@ -76,8 +79,8 @@ def user_message(error: BaseException, reference: str) -> str:
         return f"Clarity is not fully set up: {error} (reference `{reference}`)"
     if isinstance(error, SlackError):
         return (
-            f"Clarity could not complete that because Slack refused a call ({error}). "
-            f"Reference `{reference}`."
+            f"Clarity could not finish that because a Slack call failed ({error}). "
+            f"Please try again. (reference `{reference}`)"
         )
     return (
         "Sorry, that failed on Clarity's side. "

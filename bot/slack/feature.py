@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 EXTRAS_KEY = "slack"
 
 ListenerFn = Callable[..., Awaitable[None]]
+_REPORT_PENDING = "_clarity_report_pending"
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,23 @@ class InFlight:
         async def run(**kwargs: Any) -> None:
             try:
                 await listener(**kwargs)
-            finally:
+            except Exception as exc:
+                # Bolt passes it to the error handler next, which ends the unit of work
+                # (`exit_after`) once the user has been told.
+                exc.__dict__[_REPORT_PENDING] = True
+                raise
+            except BaseException:
+                self.exit()
+                raise
+            else:
                 self.exit()
 
         return run
+
+    def exit_after(self, error: BaseException) -> None:
+        """End the unit of work of a listener whose failure has now been reported."""
+        if error.__dict__.pop(_REPORT_PENDING, False):
+            self.exit()
 
     async def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until no work is running; False if the timeout came first."""
