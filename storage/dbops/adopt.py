@@ -204,7 +204,9 @@ async def adopt(
             )
             return False
 
-    engine = create_engine(url, pool_size=1, max_overflow=0, statement_timeout_ms=None)
+    # A string, so create_engine normalizes the driver whatever URL object we were given.
+    dsn = url.render_as_string(hide_password=False)
+    engine = create_engine(dsn, pool_size=1, max_overflow=0, statement_timeout_ms=None)
     try:
         async with engine.connect() as conn:
             raw: Any = (await conn.get_raw_connection()).driver_connection
