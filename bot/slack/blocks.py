@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.scrub import SLACK_BLOCK_LIMIT, SLACK_TEXT_LIMIT, truncate
+from bot.scrub import SLACK_BLOCK_LIMIT, truncate
 from storage.lifecycle import FINAL
 from storage.models import FeatureRequest, MessageType, RequestMessage, RequestStatus
 
@@ -527,8 +527,3 @@ def error_home_view(reference: str, reason: str) -> Block:
             _context(f"Reference `{reference}` — quote it when reporting this."),
         ],
     }
-
-
-def message_text_limit(text: str) -> str:
-    """Fallback text cut to Slack's message limit."""
-    return truncate(text, SLACK_TEXT_LIMIT)

@@ -7,7 +7,6 @@ retrying cannot fix SlackRejectedError (the job fails at once).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -28,7 +27,7 @@ TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
 )
 # Read methods that Slack only accepts as form parameters, not a JSON body.
-FORM_METHODS = frozenset({"users.info", "conversations.info", "auth.test"})
+FORM_METHODS = frozenset({"users.info"})
 DEFAULT_RETRY_AFTER_S = 30.0
 
 
@@ -168,11 +167,3 @@ def as_job(fn: SlackJobFn) -> SlackJobFn:
     run.__name__ = getattr(fn, "__name__", "slack_job")
     run.__qualname__ = getattr(fn, "__qualname__", run.__name__)
     return run
-
-
-async def gather_quietly(*aws: Awaitable[Any]) -> None:
-    """Await several calls, re-raising the first failure after all have finished."""
-    results = await asyncio.gather(*aws, return_exceptions=True)
-    for result in results:
-        if isinstance(result, BaseException):
-            raise result
