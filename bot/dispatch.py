@@ -8,6 +8,7 @@ conversation, fresh scoped token); see DESIGN.md "Dispatch to the runner".
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email.utils
 import enum
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 DISPATCH_JOB = "dispatch"
 WATCHDOG_JOB = "runner_watchdog"
 RUNNER_TIMEOUT_S = 30.0
+TRACKING_ISSUE_WAIT_S = 20.0
 
 # What the runner sees of a request's history: what people and the agent said and what
 # happened to the run, without the agent's own activity log.
@@ -256,8 +258,32 @@ async def _accepted(services: Services, job: ClaimedJob) -> None:
         await events.request_changed(services, session, row, message=message)
 
 
+async def _tracking_issue_first(services: Services, request_id: str) -> None:
+    """Open a pending tracking issue before the first dispatch, so the runner gets its number
+    (and the PR can close it); if GitHub fails, dispatch goes ahead and the issue job retries."""
+    from bot.github.notify import TRACKING_ISSUE_JOB, open_tracking_issue
+
+    async with services.session_factory() as session:
+        pending = await session.scalar(
+            select(Job.id).where(
+                Job.kind == TRACKING_ISSUE_JOB,
+                Job.request_id == request_id,
+                Job.status.in_(["queued", "running"]),
+            )
+        )
+    if pending is None:
+        return
+    try:
+        async with asyncio.timeout(TRACKING_ISSUE_WAIT_S):
+            await open_tracking_issue(services, request_id)
+    except Exception:
+        log.warning("tracking issue for %s not opened before dispatch", request_id, exc_info=True)
+
+
 async def run_dispatch(services: Services, job: ClaimedJob) -> None:
     """The `dispatch` job: deliver the request to the runner with its Idempotency-Key."""
+    if job.payload["kind"] == DispatchKind.INITIAL.value:
+        await _tracking_issue_first(services, str(job.payload["requestId"]))
     payload = await _prepare(services, job)
     if payload is None:
         return
@@ -393,7 +419,9 @@ def job_handlers(services: Services) -> dict[str, JobHandler]:
     """The dispatch and watchdog job kinds."""
     return {
         DISPATCH_JOB: JobHandler(
-            run=run_dispatch, on_exhausted=dispatch_exhausted, timeout_s=RUNNER_TIMEOUT_S + 30
+            run=run_dispatch,
+            on_exhausted=dispatch_exhausted,
+            timeout_s=RUNNER_TIMEOUT_S + TRACKING_ISSUE_WAIT_S + 10,
         ),
         WATCHDOG_JOB: JobHandler(run=run_watchdog, timeout_s=60),
     }

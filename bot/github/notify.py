@@ -11,11 +11,12 @@ import logging
 from typing import Any
 
 from github import GithubException
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import events
 from bot.github.auth import configured, github_app
-from bot.github.client import as_job_error, rest
+from bot.github.client import IssueInfo, as_job_error, rest
 from bot.scrub import GITHUB_COMMENT_LIMIT, Scrubber, truncate
 from bot.services import NotConfiguredError, Services
 from bot.workers import JobHandler, PermanentJobError
@@ -207,20 +208,27 @@ def _issue_body(request: FeatureRequest) -> str:
     )
 
 
-async def run_tracking_issue(services: Services, job: ClaimedJob) -> None:
-    """The `github_tracking_issue` job: open the issue of a Slack request and record it."""
-    request_id = str(job.payload["requestId"])
-    async with services.session_factory() as session:
-        row = await FeatureRequestRepository(session).find_by_request_id(request_id)
-    if row is None or row.issue_number is not None or row.status in FINAL:
-        return
-    scrub = await scrubber(services)
-    title = truncate(scrub(row.title or row.description.strip().splitlines()[0]), 250)
-    body = truncate(scrub(_issue_body(row)), GITHUB_COMMENT_LIMIT)
-    try:
+async def open_tracking_issue(services: Services, request_id: str) -> None:
+    """Open the tracking issue of a Slack request (once) and record it on the request.
+
+    A transaction-scoped advisory lock per request makes the job and an early dispatch that
+    both try to open it take turns, so the second finds the issue recorded.
+    """
+    async with services.session_factory.begin() as guard:
+        await guard.execute(
+            select(func.pg_advisory_xact_lock(func.hashtext(f"{TRACKING_ISSUE_JOB}:{request_id}")))
+        )
+        row = await FeatureRequestRepository(guard).find_by_request_id(request_id)
+        if row is None or row.issue_number is not None or row.status in FINAL:
+            return
+        scrub = await scrubber(services)
+        title = truncate(scrub(row.title or row.description.strip().splitlines()[0]), 250)
+        body = truncate(scrub(_issue_body(row)), GITHUB_COMMENT_LIMIT)
         issue = await rest(services).create_issue(row.repo, title, body)
-    except (GithubException, NotConfiguredError) as exc:
-        raise _github_failure(exc) from exc
+        await _record_tracking_issue(services, request_id, issue)
+
+
+async def _record_tracking_issue(services: Services, request_id: str, issue: IssueInfo) -> None:
     async with services.session_factory.begin() as session:
         requests = FeatureRequestRepository(session)
         row = await requests.get(request_id, lock=True)
@@ -261,6 +269,14 @@ async def run_tracking_issue(services: Services, job: ClaimedJob) -> None:
             metadata=metadata,
         )
         await events.request_changed(services, session, row, message=message, status_changed=opens)
+
+
+async def run_tracking_issue(services: Services, job: ClaimedJob) -> None:
+    """The `github_tracking_issue` job."""
+    try:
+        await open_tracking_issue(services, str(job.payload["requestId"]))
+    except (GithubException, NotConfiguredError) as exc:
+        raise _github_failure(exc) from exc
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:

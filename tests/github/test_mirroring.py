@@ -59,14 +59,30 @@ async def test_slack_request_opens_a_tracking_issue(harness: Harness) -> None:
     assert harness.runner.accepted[0].body["issueNumber"] == 1
 
 
-async def test_dispatch_first_records_the_issue_without_going_back(harness: Harness) -> None:
+async def test_first_dispatch_opens_the_tracking_issue_before_posting(harness: Harness) -> None:
     rid = await slack_request(harness)
     async with harness.services.session_factory.begin() as session:
         await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
     only_dispatch = {"dispatch": job_registry(harness.services)["dispatch"]}
     await WorkerPool(harness.services, only_dispatch).run_until_idle()
+    assert harness.runner.accepted[0].body["issueNumber"] == 1
+    await harness.run_jobs()  # the tracking job finds the issue opened
+    assert len(harness.github.calls_to("POST", f"/repos/{gh.REPO}/issues")) == 1
+    moves = [(m.metadata_ or {}).get("toStatus") for m in await harness.messages(rid)]
+    assert [s for s in moves if s] == ["issue_created"]
     assert (await harness.request(rid)).status.value == "processing"
-    await harness.run_jobs()
+
+
+async def test_github_down_does_not_hold_up_dispatch(harness: Harness) -> None:
+    rid = await slack_request(harness)
+    async with harness.services.session_factory.begin() as session:
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+    harness.github.fail_next(1, status=502)  # the token exchange fails once
+    only_dispatch = {"dispatch": job_registry(harness.services)["dispatch"]}
+    await WorkerPool(harness.services, only_dispatch).run_until_idle()
+    assert harness.runner.accepted[0].body["issueNumber"] is None
+    assert (await harness.request(rid)).status.value == "processing"
+    await harness.run_jobs()  # the tracking job retries; the issue is recorded, no going back
     row = await harness.request(rid)
     assert row.status.value == "processing" and row.issue_number == 1
 
