@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy.engine import make_url
+
+from storage.dbops import check as check_op
 
 try:
     from tests.dbops_fixtures import error_line, execute, run_cli
@@ -49,8 +52,18 @@ def test_check_passes_on_a_migrated_database(db_url: str) -> None:
 
 
 @pytest.mark.parametrize("drift", list(DRIFTS))
-def test_check_fails_naming_the_drift(db_url: str, drift: str) -> None:
+def test_check_names_the_drift(db_url: str, drift: str) -> None:
     statements, expected = DRIFTS[drift]
+    run_async(lambda: execute(db_url, *statements))
+    said: list[str] = []
+
+    problems = run_async(lambda: check_op.check(make_url(db_url), "test", say=said.append))
+
+    assert problems == said == [expected]
+
+
+def test_check_exits_non_zero_listing_the_drift(db_url: str) -> None:
+    statements, expected = DRIFTS["dropped index"]
     run_async(lambda: execute(db_url, *statements))
 
     result = run_cli("db", "check", "--database-url", db_url)
