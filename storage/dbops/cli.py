@@ -56,7 +56,8 @@ def _resolve(flag: str | None, flag_name: str, *env_names: str) -> tuple[URL, st
         value = settings.secret(name.lower())
         if value:
             return _parse(value, name), name
-    raise CliError(f"no database URL: set {' or '.join(env_names)} (or pass {flag_name})")
+    hint = f" (or pass {flag_name})" if flag_name else ""
+    raise CliError(f"no database URL: set {' or '.join(env_names)}{hint}")
 
 
 def _parse(url: str, label: str) -> URL:
@@ -152,7 +153,7 @@ def _copy(args: argparse.Namespace) -> int:
     source = _parse(args.source, "--source")
     target = _parse(args.target, "--target")
     if args.verify_only:
-        reports = _run(lambda: copy_op.verify(source, target, say=say), source, "")
+        reports = _run(lambda: copy_op.verify(source, target, say=say))
         bad = [r.table for r in reports if not r.match]
         if bad:
             raise CliError(f"target differs from source: {', '.join(bad)}")
@@ -161,9 +162,7 @@ def _copy(args: argparse.Namespace) -> int:
     _run(
         lambda: copy_op.copy(
             source, target, truncate=args.truncate, batch_size=args.batch_size, say=say
-        ),
-        target,
-        "",
+        )
     )
     say("copied and verified")
     return 0
@@ -174,7 +173,7 @@ def _drop_legacy(args: argparse.Namespace) -> int:
     target = _parse(args.target, "--target")
     if not args.yes:
         raise CliError("drop-legacy deletes tables from the source: pass --yes to confirm")
-    _run(lambda: legacy_op.drop_legacy(source, target, say=say), source, "source")
+    _run(lambda: legacy_op.drop_legacy(source, target, say=say))
     return 0
 
 

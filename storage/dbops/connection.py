@@ -87,7 +87,7 @@ def shown(url: URL) -> str:
 def explain(exc: BaseException, url: URL | None = None, label: str | None = None) -> str:
     """One line for a failure, naming the server and user but never the password."""
     cause = _root_cause(exc)
-    where = shown(url) if url is not None else "the database"
+    where = shown(url) if url is not None else ""
     prefix = f"{label}: " if label else ""
     user = (url.username if url is not None else None) or "?"
     server = f"{url.host or 'localhost'}:{url.port or 5432}" if url is not None else "the server"
@@ -107,7 +107,7 @@ def explain(exc: BaseException, url: URL | None = None, label: str | None = None
     if isinstance(cause, asyncpg.TooManyConnectionsError):
         return f"{prefix}{server} has too many connections: {_message(cause)}"
     if isinstance(cause, asyncpg.PostgresError):
-        return f"{prefix}{_message(cause)} (on {where})"
+        return f"{prefix}{_message(cause)}" + (f" (on {where})" if url is not None else "")
     if isinstance(cause, socket.gaierror):
         return f"{prefix}cannot resolve host {url.host if url is not None else '?'!r}"
     if isinstance(cause, TimeoutError):
