@@ -19,15 +19,44 @@ class CliError(Exception):
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bot import server
+    parser = sub.add_parser(
+        "serve",
+        help="run the HTTP server (Slack, side-API, GitHub webhooks) and job workers",
+        description=(
+            "Run Clarity's HTTP server on HOST:PORT. Without DATABASE_URL an embedded "
+            "PostgreSQL is started in a local data folder and migrated."
+        ),
+    )
+    parser.add_argument("--host", default=None, help="listen address (default $HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="port (default $PORT or 3000)")
+    parser.add_argument(
+        "--no-workers", action="store_true", help="do not run job workers in this process"
+    )
+    parser.set_defaults(handler=_serve)
 
-    server.register_cli(sub)
+
+def _serve(args: argparse.Namespace) -> int:
+    # Imported here: `clarity --help` and the db commands should not pay for the server.
+    from bot.runtime import run_server
+
+    return run_server(host=args.host, port=args.port, run_workers=not args.no_workers)
 
 
 def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bot import workers
+    parser = sub.add_parser(
+        "worker",
+        help="run job workers only (no HTTP server)",
+        description="Run job workers against DATABASE_URL until SIGTERM/SIGINT.",
+    )
+    parser.add_argument("--concurrency", type=int, default=None, help="workers in this process")
+    parser.add_argument("--once", action="store_true", help="run the jobs due now, then exit")
+    parser.set_defaults(handler=_worker)
 
-    workers.register_cli(sub)
+
+def _worker(args: argparse.Namespace) -> int:
+    from bot.runtime import run_worker_process
+
+    return run_worker_process(concurrency=args.concurrency, once=args.once)
 
 
 def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

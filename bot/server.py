@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import time
@@ -122,27 +121,3 @@ def build_app(
     app.on_startup.append(on_startup)
     app.on_cleanup.append(on_cleanup)
     return app
-
-
-def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`clarity serve`."""
-    parser = sub.add_parser(
-        "serve",
-        help="run the HTTP server (Slack, side-API, GitHub webhooks) and job workers",
-        description=(
-            "Run Clarity's HTTP server on HOST:PORT. Without DATABASE_URL an embedded "
-            "PostgreSQL is started in a local data folder and migrated."
-        ),
-    )
-    parser.add_argument("--host", default=None, help="listen address (default $HOST or 0.0.0.0)")
-    parser.add_argument("--port", type=int, default=None, help="port (default $PORT or 3000)")
-    parser.add_argument(
-        "--no-workers", action="store_true", help="do not run job workers in this process"
-    )
-    parser.set_defaults(handler=_cli_serve)
-
-
-def _cli_serve(args: argparse.Namespace) -> int:
-    from bot.runtime import run_server
-
-    return run_server(host=args.host, port=args.port, run_workers=not args.no_workers)

@@ -8,7 +8,6 @@ other exception to be retried with exponential backoff until max_attempts; then 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime as dt
@@ -263,21 +262,3 @@ class WorkerPool:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         self._tasks = []
-
-
-def register_cli(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """`clarity worker`."""
-    parser = sub.add_parser(
-        "worker",
-        help="run job workers only (no HTTP server)",
-        description="Run job workers against DATABASE_URL until SIGTERM/SIGINT.",
-    )
-    parser.add_argument("--concurrency", type=int, default=None, help="workers in this process")
-    parser.add_argument("--once", action="store_true", help="run the jobs due now, then exit")
-    parser.set_defaults(handler=_cli_worker)
-
-
-def _cli_worker(args: argparse.Namespace) -> int:
-    from bot.runtime import run_worker_process
-
-    return run_worker_process(concurrency=args.concurrency, once=args.once)

@@ -56,7 +56,10 @@ def create_engine(
     **kwargs: Any,
 ) -> AsyncEngine:
     """An asyncpg engine whose sessions run in UTC (our timestamps are naive UTC)."""
-    parsed = url if isinstance(url, URL) else normalize_url(url)
+    # Normalise URL objects too: the driver must be asyncpg whatever the caller passed.
+    parsed = normalize_url(
+        url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+    )
     server_settings = {"timezone": "UTC", "application_name": application_name}
     if statement_timeout_ms is not None:
         server_settings["statement_timeout"] = str(statement_timeout_ms)
