@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from aiohttp import web
 
 from bot import dispatch
+from bot.api.activity import activity_writer
 from bot.api.http import ApiError, json_errors
 from bot.api.openapi import build_document
-from bot.api.routes import ROUTES, handler
+from bot.api.routes import ROUTES, database_slots, handler
 from bot.api.tokens import TokenAuthority, TokenError
 from bot.services import Services
 from bot.workers import JobHandler
@@ -21,8 +23,9 @@ def build_api(services: Services) -> web.Application:
     """The /api sub-application: every route of the table plus its OpenAPI document."""
     api = web.Application(middlewares=[json_errors])
     authority = TokenAuthority(services.settings)
+    slots = asyncio.Semaphore(database_slots(services))
     for route in ROUTES:
-        api.router.add_route(route.method, route.path, handler(services, authority, route))
+        api.router.add_route(route.method, route.path, handler(services, authority, route, slots))
     document = json.dumps(build_document(ROUTES)).encode()
 
     async def openapi(request: web.Request) -> web.Response:
@@ -41,6 +44,11 @@ def build_api(services: Services) -> web.Application:
 def setup(app: web.Application, services: Services) -> None:
     """Mount the side-API under /api."""
     app.add_subapp(PREFIX, build_api(services))
+
+    async def finish_writes(_: web.Application) -> None:
+        await activity_writer(services).close()
+
+    app.on_shutdown.append(finish_writes)
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:

@@ -94,7 +94,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def _find_unstorable(value: Any, path: str) -> str | None:
+MAX_DEPTH = 32
+
+
+def _find_unstorable(value: Any, path: str, depth: int = 0) -> str | None:
+    if depth > MAX_DEPTH:
+        raise invalid(path or "body", f"nested deeper than {MAX_DEPTH} levels")
     if isinstance(value, str):
         return path if _UNSTORABLE.search(value) else None
     if isinstance(value, dict):
@@ -102,12 +107,12 @@ def _find_unstorable(value: Any, path: str) -> str | None:
             where = f"{path}.{key}" if path else str(key)
             if _UNSTORABLE.search(key):
                 return where
-            found = _find_unstorable(item, where)
+            found = _find_unstorable(item, where, depth + 1)
             if found:
                 return found
     if isinstance(value, list):
         for i, item in enumerate(value):
-            found = _find_unstorable(item, f"{path}[{i}]")
+            found = _find_unstorable(item, f"{path}[{i}]", depth + 1)
             if found:
                 return found
     return None

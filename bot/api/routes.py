@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from bot.api import credentials
+from bot.api.activity import activity_writer
 from bot.api.feature_requests import (
     InvalidInputError,
     add_agent_message,
@@ -62,6 +64,7 @@ class Call:
     principal: Principal
     request_id: str
     body: BaseModel | None
+    slots: asyncio.Semaphore
 
 
 RouteFn = Callable[[Call], Awaitable[tuple[int, BaseModel]]]
@@ -78,6 +81,8 @@ class Route:
     status: int = 200
     body: type[BaseModel] | None = None
     description: str = ""
+    # Whether the shell holds a database slot around the call (the function may do it).
+    gated: bool = True
 
 
 # --- route functions: each is a thin shell around one plain async function ---------------
@@ -107,7 +112,11 @@ async def _status(call: Call) -> tuple[int, BaseModel]:
 
 async def _message(call: Call) -> tuple[int, BaseModel]:
     assert isinstance(call.body, MessageBody)
-    async with call.services.session_factory.begin() as session:
+    if call.body.type.startswith("agent_"):
+        # Group-committed by one writer, which needs no slot of its own per post.
+        message = await activity_writer(call.services).add(call.request_id, call.body)
+        return 201, MessageOut.of(message)
+    async with call.slots, call.services.session_factory.begin() as session:
         message = await add_agent_message(call.services, session, call.request_id, call.body)
     return 201, MessageOut.of(message)
 
@@ -166,6 +175,7 @@ ROUTES: list[Route] = [
         "Agent activity (agent_*) becomes the thread's progress message; a "
         "clarification_ask puts the request in awaiting_clarification and is posted with "
         "one button per metadata.options.",
+        gated=False,
     ),
     Route(
         "GET",
@@ -209,8 +219,19 @@ async def _authorize(
     raise unauthorized
 
 
+def database_slots(services: Services) -> int:
+    """How many side-API calls may use the database at once.
+
+    Fewer than the pool holds: beyond it SQLAlchemy opens overflow connections and closes
+    them again, and a fresh asyncpg connection costs far more than a short wait for a slot.
+    """
+    size = getattr(services.engine.pool, "size", None)
+    pooled = size() if callable(size) else 10
+    return max(2, int(pooled) - 2)
+
+
 def handler(
-    services: Services, authority: TokenAuthority, route: Route
+    services: Services, authority: TokenAuthority, route: Route, slots: asyncio.Semaphore
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler for one route."""
 
@@ -222,9 +243,13 @@ def handler(
         body = None
         if route.body is not None:
             body = validate(route.body, parse_json(await read_body(request)))
-        call = Call(services, principal, request.match_info.get("requestId", ""), body)
+        call = Call(services, principal, request.match_info.get("requestId", ""), body, slots)
         try:
-            status, answer = await route.fn(call)
+            if route.gated:
+                async with slots:
+                    status, answer = await route.fn(call)
+            else:
+                status, answer = await route.fn(call)
         except NotFoundError as exc:
             raise ApiError(404, "not_found", str(exc)) from exc
         except IllegalTransitionError as exc:
