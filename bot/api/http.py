@@ -73,9 +73,8 @@ def json_response(model: BaseModel, status: int = 200) -> web.Response:
 
 async def read_body(request: web.Request, limit: int = BODY_LIMIT) -> bytes:
     """The request body, or 413 as soon as it is known to exceed `limit` bytes."""
-    too_large = ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
     if request.content_length is not None and request.content_length > limit:
-        raise too_large
+        raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -85,7 +84,7 @@ async def read_body(request: web.Request, limit: int = BODY_LIMIT) -> bytes:
         size += len(chunk)
         # Counted as read, so a lying or absent Content-Length cannot get past the limit.
         if size > limit:
-            raise too_large
+            raise ApiError(413, "payload_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

@@ -195,12 +195,6 @@ ROUTES: list[Route] = [
 async def _authorize(
     services: Services, authority: TokenAuthority, route: Route, request: web.Request
 ) -> Principal:
-    unauthorized = ApiError(
-        401,
-        "unauthorized",
-        "token is not valid for this route",
-        headers={"WWW-Authenticate": "Bearer"},
-    )
     try:
         principal = authority.authenticate(request.headers.get("Authorization"))
     except TokenError as exc:
@@ -216,7 +210,12 @@ async def _authorize(
             row = await FeatureRequestRepository(session).find_by_request_id(principal.request_id)
         if row is not None and row.status not in FINAL:
             return principal
-    raise unauthorized
+    raise ApiError(
+        401,
+        "unauthorized",
+        "token is not valid for this route",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
 
 
 def database_slots(services: Services) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 from fakes.harness import API_TOKEN, Harness, running_clarity, types_of
@@ -237,3 +238,24 @@ async def test_claude_key_from_environment_then_stored(db_url: str) -> None:
         assert (await h.api("GET", "/config/claude", token=API_TOKEN))[1] == {
             "apiKey": "sk-ant-stored-key-654321"
         }
+
+
+async def test_concurrent_agent_activity_is_written_once_each(harness: Harness) -> None:
+    first, second = await create(harness), await create(harness)
+    await harness.run_jobs()
+    posts = [
+        harness.api(
+            "POST",
+            f"/requests/{rid}/messages",
+            {"type": "agent_thinking", "content": f"step {i}"},
+        )
+        for i in range(40)
+        for rid in (first, second, "no-such-request")
+    ]
+    results = await asyncio.gather(*posts)
+    assert sorted(status for status, _ in results) == [201] * 80 + [404] * 40
+    ids = [body["id"] for status, body in results if status == 201]
+    assert len(set(ids)) == 80
+    for rid in (first, second):
+        thinking = [m for m in await harness.messages(rid) if m.type.value == "agent_thinking"]
+        assert sorted(m.content for m in thinking) == sorted(f"step {i}" for i in range(40))
