@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 
 from aiohttp import web
+from sqlalchemy import select
 
 from bot import dispatch
 from bot.api.activity import activity_writer
@@ -15,8 +17,11 @@ from bot.api.routes import ROUTES, database_slots, handler
 from bot.api.tokens import TokenAuthority, TokenError
 from bot.services import Services
 from bot.workers import JobHandler
+from storage.models import FeatureRequest, RequestStatus
 
 PREFIX = "/api"
+
+log = logging.getLogger(__name__)
 
 
 def build_api(services: Services) -> web.Application:
@@ -48,6 +53,22 @@ def setup(app: web.Application, services: Services) -> None:
     async def finish_writes(_: web.Application) -> None:
         await activity_writer(services).close()
 
+    async def seed_watchdog(_: web.Application) -> None:
+        # The sweep re-queues itself while requests are processing; this covers a database
+        # that has processing requests but no sweep queued (e.g. one adopted from elsewhere).
+        try:
+            async with services.session_factory.begin() as session:
+                processing = await session.scalar(
+                    select(FeatureRequest.id)
+                    .where(FeatureRequest.status == RequestStatus.PROCESSING)
+                    .limit(1)
+                )
+                if processing is not None:
+                    await dispatch.ensure_watchdog(services, session)
+        except Exception:
+            log.warning("could not queue the runner watchdog", exc_info=True)
+
+    app.on_startup.append(seed_watchdog)
     app.on_shutdown.append(finish_writes)
 
 

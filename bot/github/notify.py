@@ -93,6 +93,9 @@ def render(
     if kind in (MessageType.PR_CREATED, MessageType.PR_UPDATED):
         verb = "Opened" if kind == MessageType.PR_CREATED else "Updated"
         return f"🔀 {verb} a pull request: {request.pr_url or '(link not reported)'}"
+    if kind == MessageType.CANCELLED:
+        who = f" by {message.actor_name}" if message.actor_name else ""
+        return f"🛑 Request `{request.request_id}` was cancelled{who}."
     if kind == MessageType.ERROR:
         return (
             f"⚠️ The run failed: {message.content}\n\n"

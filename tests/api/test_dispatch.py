@@ -159,3 +159,12 @@ async def test_watchdog_leaves_requests_with_a_pending_dispatch(harness: Harness
             r=rid,
         )
     assert await sweep_silent_runs(harness.services) == []
+
+
+async def test_startup_queues_the_watchdog_when_requests_are_processing(db_url: str) -> None:
+    async with running_clarity(db_url) as first:
+        await create(first)
+        await first.run_jobs()
+        await first.execute("DELETE FROM clarity_jobs WHERE kind = 'runner_watchdog'")
+    async with running_clarity(db_url) as second:
+        assert [j.status for j in await second.jobs("runner_watchdog")] == ["queued"]

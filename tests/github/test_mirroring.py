@@ -141,3 +141,15 @@ async def test_stored_app_config_is_used_when_the_environment_has_none(db_url: s
             )
         status, body = await h.api("GET", "/config/github")
         assert status == 200 and body["token"] in h.github.tokens
+
+
+async def test_cancelling_a_github_request_says_so_on_the_issue(harness: Harness) -> None:
+    await harness.webhook("issues", gh.labeled())
+    await harness.run_jobs()
+    (row,) = await harness.requests()
+    status, _ = await harness.api(
+        "PATCH", f"/requests/{row.request_id}/status", {"status": "cancelled"}
+    )
+    assert status == 200
+    await harness.run_jobs()
+    assert "was cancelled" in harness.github.comments_on(gh.REPO, 12)[-1]["body"]
