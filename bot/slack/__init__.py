@@ -29,7 +29,11 @@ def setup(app: web.Application, services: Services) -> None:
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """The Slack notification jobs (root message, thread, progress)."""
+    """Filing accepted requests, and the notification jobs (root message, thread, progress)."""
+    from bot.slack.filing import FILE_JOB, file_job_exhausted, run_file_job
     from bot.slack.notify import job_handlers as notify_handlers
 
-    return notify_handlers(services)
+    return {
+        FILE_JOB: JobHandler(run=run_file_job, on_exhausted=file_job_exhausted, timeout_s=30),
+        **notify_handlers(services),
+    }

@@ -8,20 +8,16 @@ missing, and /slack/events answers 503.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import uuid
 from typing import Any
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from bot.services import NotConfiguredError
-from bot.slack import blocks, buttons, commands, home, threads
-from bot.slack.client import SlackError
+from bot.slack import buttons, commands, home, threads
+from bot.slack.errors import report_error
 from bot.slack.feature import SlackCredentials, SlackFeature
-from storage.errors import DatabaseUnavailableError, QueryError, StorageError, translate
 
 log = logging.getLogger(__name__)
 
@@ -36,104 +32,18 @@ def build_bolt(feature: SlackFeature, credentials: SlackCredentials) -> AsyncApp
         signing_secret=credentials.signing_secret or "",
         name="clarity",
         logger=logging.getLogger("clarity.slack.bolt"),
-        # Ack first, work after: listeners ack, then record and enqueue in their own task.
-        process_before_response=False,
+        # Listeners run before Bolt answers; each acks and hands the rest to
+        # `feature.inflight`, so the answer leaves at once (no polling for the ack).
+        process_before_response=True,
     )
     for register in (commands.register, threads.register, buttons.register, home.register):
         register(bolt, feature)
 
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        try:
-            await report_error(feature, error, body)
-        finally:
-            feature.inflight.exit_after(error)
+        await report_error(feature, error, body)
 
     bolt.error(on_error)
     return bolt
-
-
-def is_database_down(error: BaseException) -> bool:
-    """Whether an error (or one it was raised from) means the database is unreachable."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, DatabaseUnavailableError):
-            return True
-        if not isinstance(current, StorageError) and isinstance(
-            translate(current, QueryError, ""), DatabaseUnavailableError
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def user_message(error: BaseException, reference: str) -> str:
-    """A short, true sentence for the person whose action failed."""
-    if is_database_down(error):
-        return (
-            "Clarity cannot reach its database right now, so nothing was recorded. "
-            f"Please try again in a few minutes. (reference `{reference}`)"
-        )
-    if isinstance(error, NotConfiguredError):
-        return f"Clarity is not fully set up: {error} (reference `{reference}`)"
-    if isinstance(error, SlackError):
-        return (
-            f"Clarity could not finish that because a Slack call failed ({error}). "
-            f"Please try again. (reference `{reference}`)"
-        )
-    return (
-        "Sorry, that failed on Clarity's side. "
-        f"Please report reference `{reference}` to your Clarity admin."
-    )
-
-
-def _where(body: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
-    """(channel, user, thread_ts) of the person to tell, as far as the payload says."""
-    event = body.get("event") or {}
-    if event:
-        return event.get("channel"), event.get("user"), event.get("thread_ts")
-    if "command" in body:
-        return body.get("channel_id"), body.get("user_id"), None
-    user = (body.get("user") or {}).get("id")
-    channel = (body.get("channel") or {}).get("id")
-    if channel is None and body.get("view"):
-        try:
-            channel = json.loads(body["view"].get("private_metadata") or "{}").get("channelId")
-        except ValueError:
-            channel = None
-    return channel, user, None
-
-
-async def report_error(feature: SlackFeature, error: Exception, body: dict[str, Any]) -> None:
-    """Log with the stack, count it, and tell the user privately with a reference."""
-    reference = uuid.uuid4().hex[:8]
-    kind = body.get("type") or ("slash_command" if "command" in body else "unknown")
-    log.error("Slack %s failed (reference %s)", kind, reference, exc_info=error)
-    feature.services.metrics.errors.labels("slack").inc()
-    text = user_message(error, reference)
-    try:
-        api = await feature.api()
-        event = body.get("event") or {}
-        if event.get("type") == "app_home_opened" and event.get("user"):
-            await api.call(
-                "views.publish",
-                user_id=event["user"],
-                view=blocks.error_home_view(reference, text.split(" (reference")[0]),
-            )
-            return
-        if body.get("response_url"):
-            await api.respond(body["response_url"], text)
-            return
-        channel, user, thread_ts = _where(body)
-        if channel and user:
-            await api.call(
-                "chat.postEphemeral", channel=channel, user=user, text=text, thread_ts=thread_ts
-            )
-    except Exception:
-        # The failure itself is logged above; this only says the user could not be told.
-        log.exception("could not tell the user about error %s", reference)
-        feature.services.metrics.errors.labels("slack_error_report").inc()
 
 
 class SlackServer:

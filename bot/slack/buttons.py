@@ -9,7 +9,7 @@ second finds the state already changed and is told so privately.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,16 +206,14 @@ async def submit_answer(
 
 def register(bolt: Any, feature: SlackFeature) -> None:
     """The four buttons and the answer modal."""
-    clicks = {
+    clicks: dict[str, ClickFn] = {
         blocks.ACTION_RETRY: retry,
         blocks.ACTION_CANCEL: cancel,
         blocks.ACTION_ANSWER: open_answer_modal,
         blocks.ACTION_OPTION: choose_option,
     }
     for action_id, handle in clicks.items():
-        bolt.action(action_id, middleware=[feature.inflight.middleware])(
-            feature.inflight.tracked(_click_listener(feature, handle))
-        )
+        bolt.action(action_id)(_click_listener(feature, handle))
 
     async def answer_submitted(ack: Any, body: dict[str, Any]) -> None:
         submission = ViewSubmission.model_validate(body)
@@ -224,20 +222,19 @@ def register(bolt: Any, feature: SlackFeature) -> None:
             await ack(response_action="errors", errors=form.errors)
             return
         await ack()
-        await submit_answer(feature, submission, form)
+        await feature.inflight.run(submit_answer(feature, submission, form), body)
 
-    bolt.view(blocks.ANSWER_MODAL, middleware=[feature.inflight.middleware])(
-        feature.inflight.tracked(answer_submitted)
-    )
+    bolt.view(blocks.ANSWER_MODAL)(answer_submitted)
 
 
-ClickFn = Callable[[SlackFeature, BlockActions], Awaitable[None]]
+ClickFn = Callable[[SlackFeature, BlockActions], Coroutine[Any, Any, None]]
 
 
 def _click_listener(feature: SlackFeature, handle: ClickFn) -> Callable[..., Awaitable[None]]:
     async def clicked(ack: Any, body: dict[str, Any]) -> None:
+        click = BlockActions.model_validate(body)
         await ack()
-        await handle(feature, BlockActions.model_validate(body))
+        await feature.inflight.run(handle(feature, click), body)
 
     clicked.__name__ = f"clicked_{getattr(handle, '__name__', 'button')}"
     return clicked

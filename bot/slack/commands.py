@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.slack import blocks
+from bot.slack.errors import record_failure
 from bot.slack.feature import SlackFeature
 from bot.slack.filing import (
     NewRequest,
     Repo,
+    accept_filing,
     default_repo,
-    file_request,
     may_file,
     parse_repo,
     set_default_repo,
@@ -25,10 +26,6 @@ from storage.repositories import FeatureRequestRepository, RequestMessagesReposi
 COMMAND = "/clarity"
 NOT_ALLOWED = (
     "Sorry, Clarity is not enabled for you in this channel. Ask a Clarity admin to add you."
-)
-NO_DEFAULT_REPO = (
-    "This channel has no default repository, so say which one: "
-    "`/clarity owner/repo what to build` (or set one with `/clarity repo owner/repo`)."
 )
 
 
@@ -103,7 +100,7 @@ async def run_command(feature: SlackFeature, command: SlashCommand, parsed: Pars
     """The work after the ack."""
     services = feature.services
     match parsed.kind:
-        case Kind.HELP | Kind.INVALID:
+        case Kind.HELP | Kind.INVALID | Kind.FILE:
             return
         case Kind.MODAL:
             await open_file_modal(feature, command)
@@ -128,8 +125,6 @@ async def run_command(feature: SlackFeature, command: SlashCommand, parsed: Pars
                 command,
                 f"Default repository for this channel is now `{parsed.repo.full_name}`.",
             )
-        case Kind.FILE:
-            await file_from_command(feature, command, parsed)
 
 
 async def _reply(feature: SlackFeature, command: SlashCommand, text: str) -> None:
@@ -151,32 +146,18 @@ async def status_text(feature: SlackFeature, request_id: str) -> str:
     return blocks.request_status(request, visible[-1] if visible else None, feature.scrub)
 
 
-async def file_from_command(feature: SlackFeature, command: SlashCommand, parsed: Parsed) -> None:
-    """`/clarity [owner/repo] what to build`."""
-    services = feature.services
-    if not may_file(services.settings, command.user_id, command.channel_id):
-        await _reply(feature, command, NOT_ALLOWED)
-        return
-    repo = parsed.repo
-    if repo is None:
-        async with services.session_factory() as session:
-            repo = await default_repo(session, command.channel_id)
-        if repo is None:
-            await _reply(feature, command, f"{NO_DEFAULT_REPO}\n\n{blocks.HELP_TEXT}")
-            return
-    await file_request(
-        services,
-        NewRequest(
-            repo=repo,
-            description=parsed.description,
-            user_id=command.user_id,
-            user_name=command.user_name,
-            channel_id=command.channel_id,
-            channel_name=command.channel_name,
-            response_url=command.response_url,
-            delivery_source="slack_command",
-            delivery_id=command.delivery_id,
-        ),
+def command_filing(command: SlashCommand, parsed: Parsed) -> NewRequest:
+    """`/clarity [owner/repo] what to build` as a filing (no repo: the channel's default)."""
+    return NewRequest(
+        repo=parsed.repo,
+        description=parsed.description,
+        user_id=command.user_id,
+        user_name=command.user_name,
+        channel_id=command.channel_id,
+        channel_name=command.channel_name,
+        response_url=command.response_url,
+        delivery_source="slack_command",
+        delivery_id=command.delivery_id,
     )
 
 
@@ -223,32 +204,32 @@ def read_file_modal(submission: ViewSubmission) -> ModalInput:
     return ModalInput(repo=repo, description=description, errors=errors)
 
 
-async def file_from_modal(
-    feature: SlackFeature, submission: ViewSubmission, form: ModalInput
-) -> None:
-    """The modal was submitted with valid input."""
-    assert form.repo is not None
+def modal_filing(submission: ViewSubmission, form: ModalInput) -> NewRequest:
+    """The filing modal's submission as a filing, in the channel it was opened from."""
     metadata = json.loads(submission.view.private_metadata or "{}")
-    channel_id = str(metadata.get("channelId") or "")
-    services = feature.services
-    api = await feature.api()
-    if not may_file(services.settings, submission.user.id, channel_id):
-        await api.ephemeral(channel_id, submission.user.id, NOT_ALLOWED)
-        return
-    await file_request(
-        services,
-        NewRequest(
-            repo=form.repo,
-            description=form.description,
-            user_id=submission.user.id,
-            user_name=submission.user.display,
-            channel_id=channel_id,
-            channel_name=str(metadata.get("channelName") or ""),
-            response_url=metadata.get("responseUrl") or None,
-            delivery_source="slack_view",
-            delivery_id=submission.view.id,
-        ),
+    return NewRequest(
+        repo=form.repo,
+        description=form.description,
+        user_id=submission.user.id,
+        user_name=submission.user.display,
+        channel_id=str(metadata.get("channelId") or ""),
+        channel_name=str(metadata.get("channelName") or ""),
+        response_url=metadata.get("responseUrl") or None,
+        delivery_source="slack_view",
+        delivery_id=submission.view.id,
     )
+
+
+async def accept(feature: SlackFeature, new: NewRequest, body: dict[str, Any]) -> str | None:
+    """Accept a filing before the ack; the text to answer with instead when it cannot be."""
+    if not may_file(feature.services.settings, new.user_id, new.channel_id):
+        return NOT_ALLOWED
+    try:
+        await accept_filing(feature.services, new)
+    except Exception as exc:
+        # Reported like any failure (logged with the stack, counted); the answer is the ack.
+        return record_failure(feature, exc, body)
+    return None
 
 
 def register(bolt: Any, feature: SlackFeature) -> None:
@@ -257,21 +238,24 @@ def register(bolt: Any, feature: SlackFeature) -> None:
     async def clarity_command(ack: Any, body: dict[str, Any]) -> None:
         command = SlashCommand.model_validate(body)
         parsed = parse_command(command.text)
+        if parsed.kind == Kind.FILE:
+            refusal = await accept(feature, command_filing(command, parsed), body)
+            await ack(text=refusal) if refusal else await ack()
+            return
         await ack(**parsed.ack_payload())
-        await run_command(feature, command, parsed)
+        await feature.inflight.run(run_command(feature, command, parsed), body)
 
     async def file_modal_submitted(ack: Any, body: dict[str, Any]) -> None:
         submission = ViewSubmission.model_validate(body)
         form = read_file_modal(submission)
-        if form.errors:
-            await ack(response_action="errors", errors=form.errors)
+        errors = form.errors
+        if not errors:
+            refusal = await accept(feature, modal_filing(submission, form), body)
+            errors = {"description": refusal} if refusal else {}
+        if errors:
+            await ack(response_action="errors", errors=errors)
             return
         await ack()
-        await file_from_modal(feature, submission, form)
 
-    bolt.command(COMMAND, middleware=[feature.inflight.middleware])(
-        feature.inflight.tracked(clarity_command)
-    )
-    bolt.view(blocks.FILE_MODAL, middleware=[feature.inflight.middleware])(
-        feature.inflight.tracked(file_modal_submitted)
-    )
+    bolt.command(COMMAND)(clarity_command)
+    bolt.view(blocks.FILE_MODAL)(file_modal_submitted)

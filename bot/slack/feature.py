@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -26,8 +24,7 @@ log = logging.getLogger(__name__)
 
 EXTRAS_KEY = "slack"
 
-ListenerFn = Callable[..., Awaitable[None]]
-_REPORT_PENDING = "_clarity_report_pending"
+ErrorReporter = Callable[[Exception, dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -53,67 +50,57 @@ class SlackCredentials:
         return [name for name, value in needed.items() if not value]
 
 
-class InFlight:
-    """Counts listener work still running after its ack, so shutdown and tests can wait."""
+class AfterAck:
+    """Runs the work a listener does after its ack, bounded, and counts it for draining.
 
-    def __init__(self) -> None:
+    Slack needs its answer within 3 s, so listeners ack and hand the rest here. At most
+    `concurrency` units touch the database at once (the pool is finite); once `backlog`
+    units are waiting, new work runs before the answer is sent instead, so a flood slows
+    its senders down rather than piling acknowledged work up in memory.
+    """
+
+    def __init__(
+        self,
+        report: ErrorReporter,
+        *,
+        concurrency: int = 8,
+        backlog: int = 2000,
+    ) -> None:
+        self._report = report
+        self._slots = asyncio.Semaphore(concurrency)
+        self._backlog = backlog
         self._count = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def count(self) -> int:
         return self._count
 
-    def enter(self) -> None:
+    async def run(self, work: Coroutine[Any, Any, None], body: dict[str, Any]) -> None:
+        """Start `work` in the background (or, past the backlog, finish it now)."""
+        if self._count >= self._backlog:
+            async with self._slots:
+                await work
+            return
         self._count += 1
         self._idle.clear()
+        task = asyncio.create_task(self._background(work, body))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-    def exit(self) -> None:
-        self._count -= 1
-        if self._count <= 0:
-            self._count = 0
-            self._idle.set()
-
-    @contextlib.asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        """Mark one unit of work as running for the duration of the block."""
-        self.enter()
+    async def _background(self, work: Coroutine[Any, Any, None], body: dict[str, Any]) -> None:
         try:
-            yield
+            async with self._slots:
+                await work
+        except Exception as exc:
+            # Past the ack Bolt cannot see it: the same global handler reports it.
+            await self._report(exc, body)
         finally:
-            self.exit()
-
-    async def middleware(self, next: Callable[[], Awaitable[None]]) -> None:
-        """Bolt listener middleware: counts the work before the ack is sent, so the HTTP
-        answer never races ahead of it (Bolt runs the listener in a task of its own)."""
-        self.enter()
-        await next()
-
-    def tracked(self, listener: ListenerFn) -> ListenerFn:
-        """The listener, ending the unit of work `middleware` started."""
-
-        @functools.wraps(listener)
-        async def run(**kwargs: Any) -> None:
-            try:
-                await listener(**kwargs)
-            except Exception as exc:
-                # Bolt passes it to the error handler next, which ends the unit of work
-                # (`exit_after`) once the user has been told.
-                exc.__dict__[_REPORT_PENDING] = True
-                raise
-            except BaseException:
-                self.exit()
-                raise
-            else:
-                self.exit()
-
-        return run
-
-    def exit_after(self, error: BaseException) -> None:
-        """End the unit of work of a listener whose failure has now been reported."""
-        if error.__dict__.pop(_REPORT_PENDING, False):
-            self.exit()
+            self._count -= 1
+            if self._count == 0:
+                self._idle.set()
 
     async def wait_idle(self, timeout_s: float = 30.0) -> bool:
         """Wait until no work is running; False if the timeout came first."""
@@ -157,7 +144,7 @@ class SlackFeature:
     ) -> None:
         self.services = services
         self.scrub = Scrubber(services.settings.known_secrets())
-        self.inflight = InFlight()
+        self.inflight = AfterAck(self._report)
         self.user_names = UserNames()
         self.progress_interval_s = progress_interval_s
         self.bolt: AsyncApp | None = None
@@ -165,6 +152,11 @@ class SlackFeature:
         self._credentials = credentials
         self._api: SlackApi | None = None
         self._lock = asyncio.Lock()
+
+    async def _report(self, error: Exception, body: dict[str, Any]) -> None:
+        from bot.slack.errors import report_error
+
+        await report_error(self, error, body)
 
     @property
     def loaded_credentials(self) -> SlackCredentials | None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,11 +17,15 @@ from bot.dispatch import DispatchKind, enqueue_dispatch
 from bot.events import request_changed
 from bot.services import Services
 from bot.settings import Settings
+from bot.slack.feature import feature
+from storage import jobs
 from storage.deliveries import claim_delivery
 from storage.errors import InsertError, QueryError, translate
+from storage.jobs import ClaimedJob
 from storage.models import (
     ChannelSetting,
     FeatureRequest,
+    Job,
     MessageSource,
     MessageType,
     RequestOrigin,
@@ -33,6 +39,10 @@ _GITHUB_URL = re.compile(
     r"^<?https?://github\.com/([^/\s|>]+/[^/\s|>]+?)(?:\.git)?/?(?:\|[^>]*)?>?$"
 )
 TITLE_LIMIT = 80
+FILE_JOB = "slack.file"
+ACCEPTOR_KEY = "slack_acceptor"
+# The accept step runs before the ack: past this, say the database is unreachable instead.
+ACCEPT_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -85,9 +95,9 @@ def may_file(settings: Settings, user_id: str, channel_id: str) -> bool:
 
 @dataclass(frozen=True)
 class NewRequest:
-    """Everything Slack told us about a request being filed."""
+    """Everything Slack told us about a request being filed (repo None: the channel's default)."""
 
-    repo: Repo
+    repo: Repo | None
     description: str
     user_id: str
     user_name: str
@@ -97,16 +107,115 @@ class NewRequest:
     delivery_source: str
     delivery_id: str
 
+    def to_payload(self) -> dict[str, Any]:
+        payload = asdict(self)
+        payload["repo"] = self.repo.full_name if self.repo else None
+        return payload
+
+    @classmethod
+    def from_payload(cls, payload: dict[str, Any]) -> NewRequest:
+        fields = dict(payload)
+        fields["repo"] = parse_repo(fields["repo"]) if fields.get("repo") else None
+        return cls(**fields)
+
+
+class Acceptor:
+    """Group commit for accepted filings: accepts that arrive while one transaction is being
+    written share the next one, so a burst of commands costs a few commits, not one each."""
+
+    def __init__(self, services: Services, *, max_batch: int = 200) -> None:
+        self.services = services
+        self.max_batch = max_batch
+        self._pending: list[tuple[NewRequest, asyncio.Future[None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def accept(self, new: NewRequest) -> None:
+        """Return once the filing is committed as a `slack.file` job; raise if it could not be."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((new, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write())
+        await done
+
+    async def _write(self) -> None:
+        while self._pending:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+            try:
+                async with (
+                    asyncio.timeout(ACCEPT_TIMEOUT_S),
+                    self.services.session_factory.begin() as session,
+                ):
+                    await _enqueue_filings(
+                        session, [new for new, _ in batch], self.services.settings
+                    )
+            except Exception as exc:
+                # Each waiting listener re-raises it and reports it to its user.
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+            else:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+
+
+async def _enqueue_filings(
+    session: AsyncSession, filings: list[NewRequest], settings: Settings
+) -> None:
+    """`storage.jobs.enqueue` for many filings at once: one multi-row INSERT, one NOTIFY."""
+    rows = {
+        f"{new.delivery_source}:{new.delivery_id}": {
+            "kind": FILE_JOB,
+            "payload": new.to_payload(),
+            "dedupe_key": f"{new.delivery_source}:{new.delivery_id}",
+            "max_attempts": settings.clarity_job_max_attempts,
+        }
+        for new in filings
+    }
+    stmt = (
+        insert(Job)
+        .values(list(rows.values()))
+        .on_conflict_do_nothing(
+            index_elements=[Job.dedupe_key], index_where=text("status = 'queued'")
+        )
+    )
+    try:
+        await session.execute(stmt)
+        await session.execute(
+            text("SELECT pg_notify(:c, :k)"), {"c": jobs.NOTIFY_CHANNEL, "k": FILE_JOB}
+        )
+    except SQLAlchemyError as exc:
+        raise translate(exc, InsertError, "accepting filings") from exc
+
+
+async def accept_filing(services: Services, new: NewRequest) -> None:
+    """Make the filing durable before Slack gets its ack: a `slack.file` job row.
+
+    The job then records the request, its first message, its dispatch and its root post in
+    one transaction (`file_request`). A redelivery of the same command finds a queued twin,
+    or the claimed delivery id when the job runs, and has no second effect.
+    """
+    acceptor = services.extras.get(ACCEPTOR_KEY)
+    if not isinstance(acceptor, Acceptor):
+        acceptor = services.extras[ACCEPTOR_KEY] = Acceptor(services)
+    await acceptor.accept(new)
+
 
 async def file_request(services: Services, new: NewRequest) -> FeatureRequest | None:
     """Record the request, its initial message, its dispatch and its root post; None if seen."""
+    repo = new.repo
     async with services.session_factory.begin() as session:
+        if repo is None:
+            repo = await default_repo(session, new.channel_id)
+            if repo is None:
+                raise NoRepositoryError(new.channel_id)
         if not await claim_delivery(session, new.delivery_source, new.delivery_id):
             return None
         request = await FeatureRequestRepository(session).create(
             request_id=new_request_id(),
             origin=RequestOrigin.SLACK,
-            repo=new.repo.full_name,
+            repo=repo.full_name,
             title=derive_title(new.description),
             description=new.description,
             slack_user_id=new.user_id,
@@ -114,10 +223,10 @@ async def file_request(services: Services, new: NewRequest) -> FeatureRequest | 
             slack_channel_id=new.channel_id,
             slack_channel_name=new.channel_name,
             response_url=new.response_url,
-            repository_url=new.repo.url,
-            repository_name=new.repo.full_name,
-            repository_owner=new.repo.owner,
-            repository_name_only=new.repo.name,
+            repository_url=repo.url,
+            repository_name=repo.full_name,
+            repository_owner=repo.owner,
+            repository_name_only=repo.name,
         )
         message = await RequestMessagesRepository(session).add_message(
             request.request_id,
@@ -138,6 +247,14 @@ async def file_request(services: Services, new: NewRequest) -> FeatureRequest | 
         await request_changed(services, session, request, message=message)
     services.metrics.requests_created.labels(RequestOrigin.SLACK.value).inc()
     return request
+
+
+class NoRepositoryError(Exception):
+    """A filing without a repository in a channel that has no default."""
+
+    def __init__(self, channel_id: str) -> None:
+        super().__init__(f"channel {channel_id} has no default repository")
+        self.channel_id = channel_id
 
 
 async def default_repo(session: AsyncSession, channel_id: str) -> Repo | None:
@@ -166,3 +283,37 @@ async def set_default_repo(
         await session.execute(stmt)
     except SQLAlchemyError as exc:
         raise translate(exc, InsertError, "saving channel settings") from exc
+
+
+NO_DEFAULT_REPO = (
+    "This channel has no default repository, so say which one: "
+    "`/clarity owner/repo what to build` (or set one with `/clarity repo owner/repo`)."
+)
+
+
+async def _tell(services: Services, new: NewRequest, text: str) -> None:
+    api = await feature(services).api()
+    if new.response_url:
+        await api.respond(new.response_url, text)
+    elif new.channel_id:
+        await api.ephemeral(new.channel_id, new.user_id, text)
+
+
+async def run_file_job(services: Services, job: ClaimedJob) -> None:
+    """The `slack.file` job: record an accepted filing."""
+    new = NewRequest.from_payload(job.payload)
+    try:
+        await file_request(services, new)
+    except NoRepositoryError:
+        await _tell(services, new, NO_DEFAULT_REPO)
+
+
+async def file_job_exhausted(services: Services, job: ClaimedJob) -> None:
+    """After the last try: tell the person their request could not be recorded."""
+    new = NewRequest.from_payload(job.payload)
+    await _tell(
+        services,
+        new,
+        "Sorry, Clarity could not record your request after several tries. "
+        f"Please file it again; if it keeps failing, report job `{job.id}` to your Clarity admin.",
+    )

@@ -45,8 +45,6 @@ def register(bolt: Any, feature: SlackFeature) -> None:
     async def home_opened(body: dict[str, Any]) -> None:
         event = AppHomeOpened.model_validate(body.get("event") or {})
         if event.tab == "home":
-            await publish_home(feature, event.user)
+            await feature.inflight.run(publish_home(feature, event.user), body)
 
-    bolt.event("app_home_opened", middleware=[feature.inflight.middleware])(
-        feature.inflight.tracked(home_opened)
-    )
+    bolt.event("app_home_opened")(home_opened)

@@ -49,19 +49,19 @@ async def user_name(feature: SlackFeature, user_id: str) -> str:
     return name
 
 
-async def handle_message(feature: SlackFeature, callback: EventCallback) -> Reply | None:
+async def handle_message(feature: SlackFeature, callback: EventCallback) -> None:
     """A `message` event: act on it if it is a person's reply in a request's thread."""
     event = callback.event
     if not event.is_human_reply or event.thread_ts is None or event.user is None:
-        return None
+        return
     async with feature.services.session_factory() as session:
         request = await FeatureRequestRepository(session).find_by_slack_thread(
             event.channel, event.thread_ts
         )
     if request is None:
-        return None
+        return
     name = await user_name(feature, event.user)
-    return await record_reply(feature, callback, Actor(event.user, name))
+    await record_reply(feature, callback, Actor(event.user, name))
 
 
 async def record_reply(
@@ -123,8 +123,8 @@ def register(bolt: Any, feature: SlackFeature) -> None:
     """`message` events (thread replies)."""
 
     async def message_posted(body: dict[str, Any]) -> None:
-        await handle_message(feature, EventCallback.model_validate(body))
+        callback = EventCallback.model_validate(body)
+        if callback.event.is_human_reply:
+            await feature.inflight.run(handle_message(feature, callback), body)
 
-    bolt.event("message", middleware=[feature.inflight.middleware])(
-        feature.inflight.tracked(message_posted)
-    )
+    bolt.event("message")(message_posted)

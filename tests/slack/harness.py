@@ -2,7 +2,7 @@
 
     async with FakeSlack() as slack, running_clarity(db_url, slack) as clarity:
         sent = await clarity.sender.command("acme/web add dark mode")
-        await clarity.settle()          # listener work after the ack has finished
+        await clarity.settle()          # listener work after the ack, and accepted filings
         await clarity.run_jobs()        # Slack jobs (root post, thread, progress), one by one
         slack.calls("chat.postMessage")
 
@@ -27,6 +27,7 @@ from bot.services import Services
 from bot.settings import load_settings
 from bot.slack import job_handlers as slack_job_handlers
 from bot.slack.feature import EXTRAS_KEY, SlackFeature
+from bot.slack.filing import FILE_JOB
 from bot.workers import Backoff, JobHandler, WorkerPool
 from storage.models import FeatureRequest, Job, RequestMessage, SlackPost
 
@@ -54,12 +55,23 @@ class Clarity:
     pool: WorkerPool
 
     async def settle(self, timeout_s: float = 10.0) -> None:
-        """Wait until the work Slack listeners do after their ack has finished."""
+        """Wait until the work listeners do after their ack has finished, and record the
+        filings they accepted (`slack.file` jobs) — but post nothing to Slack yet."""
         assert await self.feature.inflight.wait_idle(timeout_s), "listener work did not finish"
+        await self.run_jobs(FILE_JOB)
 
-    async def run_jobs(self) -> int:
-        """Run every due job of the chosen kinds, one at a time."""
-        return await self.pool.run_until_idle()
+    async def run_jobs(self, *kinds: str) -> int:
+        """Run every due job (of `kinds`, default: the chosen handlers), one at a time."""
+        if not kinds:
+            return await self.pool.run_until_idle()
+        only = WorkerPool(
+            self.services,
+            {k: h for k, h in self.pool.handlers.items() if k in kinds},
+            concurrency=1,
+            backoff=Backoff(base_s=0),
+            worker_id="test-worker",
+        )
+        return await only.run_until_idle()
 
     async def file(
         self, text: str = "acme/web add a dark mode toggle", **fields: Any

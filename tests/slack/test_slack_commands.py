@@ -222,9 +222,9 @@ async def test_list_status_stats_and_help_answer_privately(clarity: Clarity) -> 
 
 async def test_allowlist_refuses_others_politely(db_url: str, fake_slack: FakeSlack) -> None:
     async with running_clarity(db_url, fake_slack, clarity_allowed_slack_users="U0BOB") as clarity:
-        await clarity.sender.command("acme/web add dark mode", user="U0ALICE")
+        refused = await clarity.sender.command("acme/web add dark mode", user="U0ALICE")
         await clarity.settle()
-        assert "not enabled for you" in fake_slack.responses[-1]["text"]
+        assert "not enabled for you" in refused.text
         assert await clarity.requests() == []
         await clarity.sender.command("acme/web add dark mode", user="U0BOB")
         await clarity.settle()
