@@ -63,6 +63,8 @@ CONVERSATION_TYPES = frozenset(
 
 
 class DispatchKind(enum.StrEnum):
+    """Why the runner is sent the request (DESIGN.md `kind`)."""
+
     INITIAL = "initial"
     CLARIFICATION_ANSWER = "clarification_answer"
     FOLLOW_UP = "follow_up"

@@ -104,11 +104,9 @@ def _cents(usd: float | None) -> int | None:
 async def change_status(
     services: Services, session: AsyncSession, request_id: str, body: StatusUpdateBody
 ) -> FeatureRequest:
-    """Apply a status report from the agent, recording it as a message of the trail.
-
-    costUsd and durationMs describe the run being reported: its message keeps them
-    (costCents, durationMs) and the request's totals add them up.
-    """
+    """Apply a status report from the agent, recording it as a message of the trail."""
+    # costUsd and durationMs describe the run being reported: its message keeps them
+    # (costCents, durationMs) and the request's totals add them up.
     requests = FeatureRequestRepository(session)
     row = await requests.get(request_id, lock=True)
     old_status, had_pr = row.status, row.pr_url is not None

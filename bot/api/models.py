@@ -257,11 +257,15 @@ class ClaudeKeyOut(AnswerModel):
 
 
 class ErrorDetail(AnswerModel):
+    """What is wrong with one field."""
+
     field: str
     message: str
 
 
 class ErrorInfo(AnswerModel):
+    """The error itself: a machine code and a message for people."""
+
     code: Literal[
         "bad_request",
         "unauthorized",

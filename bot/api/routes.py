@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -49,8 +48,6 @@ from storage.errors import (
 from storage.lifecycle import FINAL
 from storage.repositories import FeatureRequestRepository
 
-log = logging.getLogger(__name__)
-
 # Who may call a route: the global token only, or also a job token for the request in the
 # path ("request"), or a job token whose request is still live ("live").
 Access = Literal["global", "request", "live"]
@@ -72,6 +69,8 @@ RouteFn = Callable[[Call], Awaitable[tuple[int, BaseModel]]]
 
 @dataclass(frozen=True)
 class Route:
+    """One side-API route: how it is served, who may call it, and its wire models."""
+
     method: str
     path: str
     fn: RouteFn
@@ -219,11 +218,9 @@ async def _authorize(
 
 
 def database_slots(services: Services) -> int:
-    """How many side-API calls may use the database at once.
-
-    Fewer than the pool holds: beyond it SQLAlchemy opens overflow connections and closes
-    them again, and a fresh asyncpg connection costs far more than a short wait for a slot.
-    """
+    """How many side-API calls may use the database at once."""
+    # Fewer than the pool holds: beyond it SQLAlchemy opens overflow connections and closes
+    # them again, and a fresh asyncpg connection costs far more than a short wait for a slot.
     size = getattr(services.engine.pool, "size", None)
     pooled = size() if callable(size) else 10
     return max(2, int(pooled) - 2)

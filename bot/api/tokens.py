@@ -36,6 +36,7 @@ class Principal:
 
     @property
     def is_global(self) -> bool:
+        """The operator's token, not a job's."""
         return self.request_id is None
 
     def may_touch(self, request_id: str) -> bool:

@@ -45,6 +45,8 @@ class AppCredentials:
 
 @dataclass(frozen=True)
 class InstallationToken:
+    """An installation access token and when it expires."""
+
     token: str = field(repr=False)
     expires_at: dt.datetime
 

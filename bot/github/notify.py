@@ -212,11 +212,9 @@ def _issue_body(request: FeatureRequest) -> str:
 
 
 async def open_tracking_issue(services: Services, request_id: str) -> None:
-    """Open the tracking issue of a Slack request (once) and record it on the request.
-
-    A transaction-scoped advisory lock per request makes the job and an early dispatch that
-    both try to open it take turns, so the second finds the issue recorded.
-    """
+    """Open the tracking issue of a Slack request (once) and record it on the request."""
+    # A transaction-scoped advisory lock per request makes the job and an early dispatch
+    # that both try to open it take turns, so the second finds the issue recorded.
     async with services.session_factory.begin() as guard:
         await guard.execute(
             select(func.pg_advisory_xact_lock(func.hashtext(f"{TRACKING_ISSUE_JOB}:{request_id}")))

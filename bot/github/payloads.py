@@ -18,24 +18,33 @@ class Action(Narrow):
 
 
 class User(Narrow):
+    """A GitHub account (person or bot)."""
+
     login: str
     id: int
     type: str = "User"
 
     @property
     def is_bot(self) -> bool:
+        """Apps and bots, which never answer on a person's behalf."""
         return self.type == "Bot" or self.login.endswith("[bot]")
 
 
 class Label(Narrow):
+    """An issue label."""
+
     name: str
 
 
 class Owner(Narrow):
+    """A repository's owner."""
+
     login: str
 
 
 class Repository(Narrow):
+    """The repository an event is about."""
+
     id: int
     name: str
     full_name: str
@@ -44,6 +53,8 @@ class Repository(Narrow):
 
 
 class Issue(Narrow):
+    """An issue (or the issue side of a pull request)."""
+
     id: int
     number: int
     title: str
@@ -55,6 +66,8 @@ class Issue(Narrow):
 
 
 class Comment(Narrow):
+    """An issue comment."""
+
     id: int
     body: str
     html_url: str
@@ -63,6 +76,8 @@ class Comment(Narrow):
 
 
 class PullRequest(Narrow):
+    """A pull request, as `pull_request` events carry it."""
+
     number: int
     html_url: str
     merged: bool = False
