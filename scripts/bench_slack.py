@@ -1,8 +1,9 @@
-"""Benchmark: signed `/clarity` slash commands from 50 concurrent senders; ack latency and throughput.
+"""Benchmark: signed `/clarity` commands from 50 concurrent senders; ack latency, throughput.
 
 Against a server you run (its SLACK_SIGNING_SECRET must match)::
 
-    python scripts/bench_slack.py --url http://127.0.0.1:3000/slack/events --secret "$SLACK_SIGNING_SECRET"
+    python scripts/bench_slack.py --url http://127.0.0.1:3000/slack/events \
+        --secret "$SLACK_SIGNING_SECRET"
 
 Or let the script start everything (`clarity serve` in a subprocess, its job workers on, a
 stub Slack Web API and a stub runner in this process, an embedded PostgreSQL unless
@@ -32,7 +33,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -41,7 +41,9 @@ from aiohttp import web
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def signed_command(secret: str, text: str, n: int, response_url: str) -> tuple[bytes, dict[str, str]]:
+def signed_command(
+    secret: str, text: str, n: int, response_url: str
+) -> tuple[bytes, dict[str, str]]:
     """A slash command body and its Slack v0 signature headers."""
     body = urlencode(
         {
@@ -152,11 +154,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@contextlib.asynccontextmanager
-async def spawned_server(stub: str, database_url: str | None) -> AsyncIterator[tuple[str, str]]:
-    """`clarity serve` on a free port; yields (events URL, signing secret)."""
-    port = free_port()
-    secret = secrets.token_hex(16)
+def start_server(
+    stub: str, database_url: str | None, port: int, secret: str, workers: bool
+) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m bot serve` with stubbed Slack and runner; its log goes to a temp folder."""
     data_dir = tempfile.mkdtemp(prefix="clarity-bench-")
     # As root the embedded PostgreSQL runs as its own system user, which must pass through.
     Path(data_dir).chmod(0o711)
@@ -170,19 +171,33 @@ async def spawned_server(stub: str, database_url: str | None) -> AsyncIterator[t
         "CLARITY_DATA_DIR": data_dir,
         "HOST": "127.0.0.1",
         "PORT": str(port),
+        "PYTHONPATH": str(ROOT),
+        "CLARITY_RUN_WORKERS": "true" if workers else "false",
     }
     env.pop("SLACK_APP_TOKEN", None)
     if database_url:
         env["DATABASE_URL"] = database_url
     else:
         env.pop("DATABASE_URL", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bot", "serve"],
-        cwd=str(Path(data_dir)),
-        env={**env, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=open(Path(data_dir) / "server.log", "w"),  # noqa: SIM115 - closed with the process
-    )
+    with (Path(data_dir) / "server.log").open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bot", "serve"],
+            cwd=data_dir,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    return proc, data_dir
+
+
+@contextlib.asynccontextmanager
+async def spawned_server(
+    stub: str, database_url: str | None, workers: bool
+) -> AsyncIterator[tuple[str, str]]:
+    """`clarity serve` on a free port; yields (events URL, signing secret)."""
+    port = free_port()
+    secret = secrets.token_hex(16)
+    proc, data_dir = start_server(stub, database_url, port, secret, workers)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -213,6 +228,11 @@ async def main() -> int:
     parser.add_argument("--secret", default=os.environ.get("SLACK_SIGNING_SECRET"))
     parser.add_argument("--spawn", action="store_true", help="start clarity serve and stubs")
     parser.add_argument("--database-url", help="with --spawn: a migrated database to use")
+    parser.add_argument(
+        "--no-workers",
+        action="store_true",
+        help="with --spawn: serve without in-process job workers (as beside `clarity worker`)",
+    )
     parser.add_argument("--senders", type=int, default=50)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--warmup", type=int, default=200)
@@ -226,9 +246,7 @@ async def main() -> int:
     async with contextlib.AsyncExitStack() as stack:
         if args.spawn:
             stub = await stack.enter_async_context(stub_server())
-            url, secret = await stack.enter_async_context(
-                spawned_server(stub, args.database_url)
-            )
+            url, secret = await stack.enter_async_context(spawned_server(stub, args.database_url))
             response_url = f"{stub}/response"
         else:
             if not args.url or not args.secret:
@@ -238,25 +256,37 @@ async def main() -> int:
         before = await recorded(metrics_url)
 
         await load(
-            url, secret, senders=args.senders, total=args.warmup, response_url=response_url,
+            url,
+            secret,
+            senders=args.senders,
+            total=args.warmup,
+            response_url=response_url,
             text=args.text,
         )
         latencies, errors, wall = await load(
-            url, secret, senders=args.senders, total=args.requests, response_url=response_url,
+            url,
+            secret,
+            senders=args.senders,
+            total=args.requests,
+            response_url=response_url,
             text=args.text,
         )
-        files = "{n}" in args.text or "/" in args.text.split(" ")[0]
+        # Filing commands are recorded by job workers; without them only the ack is measured.
+        files = ("{n}" in args.text or "/" in args.text.split(" ")[0]) and not args.no_workers
         expected = before + (args.warmup + args.requests if files else 0)
         started = time.perf_counter()
-        while await recorded(metrics_url) < expected and time.perf_counter() - started < 300:
+        # Polling another process's /metrics: there is nothing local to wait on.
+        while await recorded(metrics_url) < expected and time.perf_counter() - started < 300:  # noqa: ASYNC110
             await asyncio.sleep(0.1)
         drained = time.perf_counter() - started
         count = await recorded(metrics_url) - before
         ms = [v * 1000 for v in latencies]
         print(f"senders            {args.senders}")
         print(f"commands           {args.requests} (+{args.warmup} warm-up), errors {errors}")
-        print(f"ack latency ms     p50 {percentile(ms, 50):.1f}  p90 {percentile(ms, 90):.1f}  "
-              f"p99 {percentile(ms, 99):.1f}  max {max(ms):.1f}  mean {statistics.fmean(ms):.1f}")
+        print(
+            f"ack latency ms     p50 {percentile(ms, 50):.1f}  p90 {percentile(ms, 90):.1f}  "
+            f"p99 {percentile(ms, 99):.1f}  max {max(ms):.1f}  mean {statistics.fmean(ms):.1f}"
+        )
         print(f"throughput         {args.requests / wall:.0f} commands/s ({wall:.2f} s)")
         if files:
             print(
