@@ -36,11 +36,9 @@ async def record_answer(
     actor: Actor,
     metadata: dict[str, Any],
 ) -> RequestMessage | None:
-    """Record the answer and dispatch it; None if the request is not waiting for this one.
-
-    The caller holds the request's row lock. Claiming the question id makes "answered once"
-    explicit even beyond the status check.
-    """
+    """Record the answer and dispatch it; None if the request is not waiting for this one."""
+    # The caller holds the request's row lock; claiming the question id as a delivery makes
+    # "answered once" explicit beyond the status check.
     if request.status != RequestStatus.AWAITING_CLARIFICATION:
         return None
     if question is not None:

@@ -51,13 +51,13 @@ class SlackCredentials:
 
 
 class AfterAck:
-    """Runs the work a listener does after its ack, bounded, and counts it for draining.
+    """Runs the work a listener does after its ack, bounded, and counts it for draining."""
 
-    Slack needs its answer within 3 s, so listeners ack and hand the rest here. At most
-    `concurrency` units touch the database at once (the pool is finite); once `backlog`
-    units are waiting, new work runs before the answer is sent instead, so a flood slows
-    its senders down rather than piling acknowledged work up in memory.
-    """
+    # Slack wants its answer within 3 s, so listeners ack and hand the rest here. At most
+    # `concurrency` units use the database at once (the pool is finite); once `backlog` units
+    # wait, new work runs before the answer instead, so a flood slows its senders down
+    # rather than piling acknowledged work up in memory. (Filings never come here: they are
+    # made durable before the ack, see bot.slack.filing.)
 
     def __init__(
         self,
@@ -220,10 +220,6 @@ class SlackFeature:
                 self.web_client(creds.bot_token), self.services.metrics, self.services.http_session
             )
         return self._api
-
-    def use_api(self, api: SlackApi) -> None:
-        """Share one client between Bolt and the jobs of this process."""
-        self._api = api
 
     def clean(self, text: str, limit: int) -> str:
         """Text safe to show in Slack: known secrets masked, cut to `limit`."""

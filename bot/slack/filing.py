@@ -120,8 +120,9 @@ class NewRequest:
 
 
 class Acceptor:
-    """Group commit for accepted filings: accepts that arrive while one transaction is being
-    written share the next one, so a burst of commands costs a few commits, not one each."""
+    """Group commit for accepted filings: a burst of commands costs a few INSERTs, not one each."""
+
+    # Accepts that arrive while one transaction is being written share the next one.
 
     def __init__(self, services: Services, *, max_batch: int = 200) -> None:
         self.services = services
@@ -190,12 +191,10 @@ async def _enqueue_filings(
 
 
 async def accept_filing(services: Services, new: NewRequest) -> None:
-    """Make the filing durable before Slack gets its ack: a `slack.file` job row.
-
-    The job then records the request, its first message, its dispatch and its root post in
-    one transaction (`file_request`). A redelivery of the same command finds a queued twin,
-    or the claimed delivery id when the job runs, and has no second effect.
-    """
+    """Make the filing durable before Slack gets its ack: a `slack.file` job row."""
+    # The job then records the request, its first message, its dispatch and its root post in
+    # one transaction (`file_request`). A redelivery of the same command finds a queued twin,
+    # or the claimed delivery id when the job runs, and has no second effect.
     acceptor = services.extras.get(ACCEPTOR_KEY)
     if not isinstance(acceptor, Acceptor):
         acceptor = services.extras[ACCEPTOR_KEY] = Acceptor(services)

@@ -278,8 +278,8 @@ class _Thread:
         )
 
     async def effect(self, purpose: str, ref: object, call: str, **params: Any) -> None:
-        """Make one Slack call and record it; a call Slack refuses for good is recorded as
-        failed (and logged) so it does not block the rest of the thread."""
+        """Make one Slack call and record it (a call refused for good is recorded as failed)."""
+        # A refused call must not block the rest of the thread: log it and move on.
         if self.has(purpose, ref):
             return
         try:
