@@ -283,3 +283,24 @@ async def test_server_killed_before_dispatch_then_restarted(db_url: str) -> None
         await second.jobs_settled()
         assert [c.body["requestId"] for c in second.runner.calls] == [request.request_id]
         assert second.runner.calls[0].idempotency_key == f"{request.request_id}:1"
+
+
+async def test_agent_text_with_the_bot_token_reaches_slack_masked(db_url: str) -> None:
+    async with loop(db_url) as lp:
+        request = await lp.clarity.file(f"{REPO} add a dark mode toggle")
+        await lp.jobs_settled()
+        token = lp.runner.accepted[0].body["apiToken"]
+        rid = request.request_id
+        for body in (
+            {"type": "agent_terminal", "content": f"echo {BOT_TOKEN}",
+             "metadata": {"command": "env", "stdout": f"SLACK_BOT_TOKEN={BOT_TOKEN}"}},
+            {"type": "clarification_ask", "content": f"Is {BOT_TOKEN} the token to use?"},
+        ):  # fmt: skip
+            status, _ = await lp.api("POST", f"/requests/{rid}/messages", body, token)
+            assert status == 201
+        await lp.jobs_settled()
+        sent = json.dumps([c.params for c in lp.slack.calls()])
+        assert BOT_TOKEN not in sent
+        assert "Is [redacted] the token to use?" in sent
+        # The database keeps what the agent said; only what leaves is masked.
+        assert BOT_TOKEN in (await lp.clarity.messages(rid))[-1].content
