@@ -246,7 +246,9 @@ async def main() -> int:
     async with contextlib.AsyncExitStack() as stack:
         if args.spawn:
             stub = await stack.enter_async_context(stub_server())
-            url, secret = await stack.enter_async_context(spawned_server(stub, args.database_url))
+            url, secret = await stack.enter_async_context(
+                spawned_server(stub, args.database_url, not args.no_workers)
+            )
             response_url = f"{stub}/response"
         else:
             if not args.url or not args.secret:
