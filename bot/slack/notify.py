@@ -193,6 +193,9 @@ async def sync_root(services: Services, job: ClaimedJob) -> None:
             root = (await _posts(session, request_id)).get(("root", ""))
         if request.slack_channel_id is None:
             return
+        if root is None and request.slack_thread_ts:
+            # A thread made before Clarity kept its posts (an adopted database): edit that one.
+            root = SlackPost(channel_id=request.slack_channel_id, ts=request.slack_thread_ts)
         api = await slack.api()
         message = blocks.root_message(request, slack.scrub)
         if root is not None:

@@ -9,8 +9,9 @@ import json
 import time
 
 from prometheus_client import generate_latest
+from sqlalchemy import delete
 
-from storage.models import MessageType, RequestStatus, utcnow
+from storage.models import MessageType, RequestStatus, SlackPost, utcnow
 
 try:
     from tests.slack import agent
@@ -201,3 +202,16 @@ async def test_root_that_cannot_be_posted_tells_the_requester(clarity: Clarity) 
     [request] = await clarity.requests()
     assert [j.payload["kind"] for j in await clarity.jobs("dispatch")] == ["initial"]
     assert request.request_id in told["text"]
+
+
+async def test_adopted_thread_without_post_rows_is_edited_not_reposted(clarity: Clarity) -> None:
+    request = await clarity.file()
+    async with clarity.services.session_factory.begin() as session:
+        await session.execute(delete(SlackPost).where(SlackPost.request_id == request.request_id))
+    clarity.slack.clear()
+    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
+    await clarity.run_jobs()
+    assert clarity.slack.calls("chat.postMessage") == []
+    [update] = clarity.slack.calls("chat.update")
+    assert update["ts"] == request.slack_thread_ts
+    assert (await clarity.request(request.request_id)).slack_thread_ts == request.slack_thread_ts
