@@ -10,8 +10,8 @@ What it does, on a throwaway embedded PostgreSQL (or --admin-url):
    --connections (32) concurrent connections with the job tokens the runner received, and
    the same load against the floor: a bare aiohttp handler doing one asyncpg INSERT per
    request (also a subprocess, same database, same table).
-3. Slack calls: 1,000 agent events for one request, then every job drained: how many
-   Slack Web API calls that request's thread received.
+3. Slack calls: 1,000 agent events for one request, spread over --slack-seconds (10), then
+   every job drained: how many Slack Web API calls that request's thread received.
 4. Memory: agent messages posted until --messages in total, jobs drained, then the
    server's resident set size.
 Targets (issue 5): throughput >= half the floor's, p99 < 50 ms, <= 30 Slack calls per
@@ -157,13 +157,19 @@ async def load(
     count: int,
     connections: int,
     make: Callable[[int], tuple[str, dict[str, str], bytes]],
+    *,
+    spread_s: float = 0.0,
 ) -> tuple[float, list[float]]:
-    """POST `count` requests over `connections` workers; (seconds, latencies in seconds)."""
+    """POST `count` requests over `connections` workers, as fast as they go or evenly over
+    `spread_s` seconds; (seconds, latencies in seconds)."""
     latencies: list[float] = []
     next_index = iter(range(count))
+    begin = time.monotonic()
 
     async def worker() -> None:
         for i in next_index:
+            if spread_s:
+                await asyncio.sleep(max(begin + i * spread_s / count - time.monotonic(), 0))
             url, headers, body = make(i)
             t0 = time.perf_counter()
             async with http.post(url, data=body, headers=headers) as resp:
@@ -412,6 +418,7 @@ async def bench(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
                     },
                     agent_event(i),
                 ),
+                spread_s=args.slack_seconds,
             )
             events_s = time.monotonic() - started
             posted += 1000
@@ -483,6 +490,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20_000, help="measured requests per target")
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument(
+        "--slack-seconds",
+        type=float,
+        default=10.0,
+        help="the 1,000 agent events of the Slack check are spread over this long",
+    )
     parser.add_argument("--rounds", type=int, default=4, help="alternating rounds per target")
     parser.add_argument("--messages", type=int, default=100_000, help="messages before RSS")
     parser.add_argument("--requests-in-flight", type=int, default=8, help="requests posted to")
