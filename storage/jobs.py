@@ -14,10 +14,11 @@ is queued again once its lease runs out.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -78,6 +79,71 @@ async def enqueue(
     except DB_ERRORS as exc:
         raise translate(exc, InsertError, f"enqueueing {kind} job") from exc
     return job_id
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job for `enqueue_many`: the arguments of `enqueue`, as a value."""
+
+    kind: str
+    payload: dict[str, Any]
+    request_id: str | None = None
+    dedupe_key: str | None = None
+    delay: dt.timedelta | None = None
+    max_attempts: int | None = None
+
+
+async def enqueue_many(session: AsyncSession, new_jobs: Sequence[NewJob]) -> list[int | None]:
+    """Queue many jobs with one INSERT and one NOTIFY; None where a queued job had the key."""
+    # A key repeated within the batch is absorbed by its first occurrence, as by a queued twin.
+    first: dict[str, int] = {}
+    rows: list[dict[str, Any]] = []
+    sent: list[int] = []
+    for position, job in enumerate(new_jobs):
+        if job.dedupe_key is not None:
+            if job.dedupe_key in first:
+                continue
+            first[job.dedupe_key] = position
+        sent.append(position)
+        rows.append(
+            {
+                "kind": job.kind,
+                "payload": job.payload,
+                "request_id": job.request_id,
+                "dedupe_key": job.dedupe_key,
+                # Every row names every column (one VALUES list); DEFAULT keeps the server's.
+                "run_at": utcnow() + job.delay if job.delay else literal_column("DEFAULT"),
+                "max_attempts": job.max_attempts or literal_column("DEFAULT"),
+            }
+        )
+    ids: list[int | None] = [None] * len(new_jobs)
+    if not rows:
+        return ids
+    stmt = (
+        insert(Job)
+        .values(rows)
+        .on_conflict_do_nothing(
+            index_elements=[Job.dedupe_key], index_where=text("status = 'queued'")
+        )
+        .returning(Job.id, Job.dedupe_key)
+    )
+    try:
+        inserted = (await session.execute(stmt)).all()
+        if inserted:
+            kinds = ",".join(sorted({new_jobs[p].kind for p in sent}))
+            await session.execute(
+                text("SELECT pg_notify(:c, :k)"), {"c": NOTIFY_CHANNEL, "k": kinds}
+            )
+    except DB_ERRORS as exc:
+        raise translate(exc, InsertError, f"enqueueing {len(rows)} jobs") from exc
+    # Keyed rows are matched by key. The statement takes identity values row by row in VALUES
+    # order, so the unkeyed rows' ids, ascending, are theirs in order.
+    by_key = {key: job_id for job_id, key in inserted if key is not None}
+    unkeyed = iter(sorted(job_id for job_id, key in inserted if key is None))
+    for position in sent:
+        key = new_jobs[position].dedupe_key
+        ids[position] = by_key.get(key) if key is not None else next(unkeyed)
+    return ids
 
 
 async def claim(

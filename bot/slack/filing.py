@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -17,15 +16,14 @@ from bot.dispatch import DispatchKind, enqueue_dispatch
 from bot.events import request_changed
 from bot.services import Services
 from bot.settings import Settings
+from bot.slack import intake
 from bot.slack.feature import feature
-from storage import jobs
 from storage.deliveries import claim_delivery
 from storage.errors import InsertError, QueryError, translate
-from storage.jobs import ClaimedJob
+from storage.jobs import ClaimedJob, NewJob
 from storage.models import (
     ChannelSetting,
     FeatureRequest,
-    Job,
     MessageSource,
     MessageType,
     RequestOrigin,
@@ -40,9 +38,6 @@ _GITHUB_URL = re.compile(
 )
 TITLE_LIMIT = 80
 FILE_JOB = "slack.file"
-ACCEPTOR_KEY = "slack_acceptor"
-# The accept step runs before the ack: past this, say the database is unreachable instead.
-ACCEPT_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -119,86 +114,21 @@ class NewRequest:
         return cls(**fields)
 
 
-class Acceptor:
-    """Group commit for accepted filings: a burst of commands costs a few INSERTs, not one each."""
-
-    # Accepts that arrive while one transaction is being written share the next one.
-
-    def __init__(self, services: Services, *, max_batch: int = 200) -> None:
-        self.services = services
-        self.max_batch = max_batch
-        self._pending: list[tuple[NewRequest, asyncio.Future[None]]] = []
-        self._writer: asyncio.Task[None] | None = None
-
-    async def accept(self, new: NewRequest) -> None:
-        """Return once the filing is committed as a `slack.file` job; raise if it could not be."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((new, done))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write())
-        await done
-
-    async def _write(self) -> None:
-        while self._pending:
-            batch = self._pending[: self.max_batch]
-            del self._pending[: self.max_batch]
-            try:
-                async with (
-                    asyncio.timeout(ACCEPT_TIMEOUT_S),
-                    self.services.session_factory.begin() as session,
-                ):
-                    await _enqueue_filings(
-                        session, [new for new, _ in batch], self.services.settings
-                    )
-            except Exception as exc:
-                # Each waiting listener re-raises it and reports it to its user.
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-            else:
-                for _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-
-
-async def _enqueue_filings(
-    session: AsyncSession, filings: list[NewRequest], settings: Settings
-) -> None:
-    """`storage.jobs.enqueue` for many filings at once: one multi-row INSERT, one NOTIFY."""
-    rows = {
-        f"{new.delivery_source}:{new.delivery_id}": {
-            "kind": FILE_JOB,
-            "payload": new.to_payload(),
-            "dedupe_key": f"{new.delivery_source}:{new.delivery_id}",
-            "max_attempts": settings.clarity_job_max_attempts,
-        }
-        for new in filings
-    }
-    stmt = (
-        insert(Job)
-        .values(list(rows.values()))
-        .on_conflict_do_nothing(
-            index_elements=[Job.dedupe_key], index_where=text("status = 'queued'")
-        )
-    )
-    try:
-        await session.execute(stmt)
-        await session.execute(
-            text("SELECT pg_notify(:c, :k)"), {"c": jobs.NOTIFY_CHANNEL, "k": FILE_JOB}
-        )
-    except SQLAlchemyError as exc:
-        raise translate(exc, InsertError, "accepting filings") from exc
-
-
 async def accept_filing(services: Services, new: NewRequest) -> None:
     """Make the filing durable before Slack gets its ack: a `slack.file` job row."""
     # The job then records the request, its first message, its dispatch and its root post in
     # one transaction (`file_request`). A redelivery of the same command finds a queued twin,
     # or the claimed delivery id when the job runs, and has no second effect.
-    acceptor = services.extras.get(ACCEPTOR_KEY)
-    if not isinstance(acceptor, Acceptor):
-        acceptor = services.extras[ACCEPTOR_KEY] = Acceptor(services)
-    await acceptor.accept(new)
+    key = f"{new.delivery_source}:{new.delivery_id}"
+    await intake.accept(
+        services,
+        NewJob(
+            FILE_JOB,
+            new.to_payload(),
+            dedupe_key=key,
+            max_attempts=services.settings.clarity_job_max_attempts,
+        ),
+    )
 
 
 async def file_request(services: Services, new: NewRequest) -> FeatureRequest | None:
