@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import delete
+from sqlalchemy import delete, exists, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from storage.errors import DB_ERRORS, DeleteError, InsertError, translate
+from storage.errors import DB_ERRORS, DeleteError, InsertError, QueryError, translate
 from storage.models import InboundDelivery, utcnow
 
 
@@ -31,6 +31,19 @@ async def claim_delivery(session: AsyncSession, source: str, delivery_id: str) -
         return (await session.scalar(stmt)) is not None
     except DB_ERRORS as exc:
         raise translate(exc, InsertError, "recording inbound delivery") from exc
+
+
+async def delivery_seen(session: AsyncSession, source: str, delivery_id: str) -> bool:
+    """Whether (source, delivery_id) was claimed already, without claiming it."""
+    # For effects that claim only when they happen: a caller that holds the lock the effect
+    # takes (e.g. the request's row) may check first and claim later without a race.
+    stmt = select(
+        exists().where(InboundDelivery.source == source, InboundDelivery.delivery_id == delivery_id)
+    )
+    try:
+        return bool(await session.scalar(stmt))
+    except DB_ERRORS as exc:
+        raise translate(exc, QueryError, "reading inbound deliveries") from exc
 
 
 async def prune_deliveries(session: AsyncSession, older_than: dt.timedelta) -> int:

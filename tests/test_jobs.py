@@ -13,7 +13,7 @@ from bot.services import Services
 from bot.settings import Settings
 from bot.workers import Backoff, JobHandler, PermanentJobError, RetryLater, WorkerPool
 from storage import jobs
-from storage.deliveries import claim_delivery
+from storage.deliveries import claim_delivery, delivery_seen
 from storage.jobs import ClaimedJob
 from storage.models import Job
 
@@ -241,3 +241,12 @@ async def test_enqueue_many_is_one_insert_with_the_same_dedupe(
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
     assert not [s for s in statements if "pg_notify" in s]
+
+
+async def test_delivery_seen_does_not_claim(session_factory: Factory) -> None:
+    async with session_factory.begin() as session:
+        assert await delivery_seen(session, "slack_action", "click1") is False
+        assert await delivery_seen(session, "slack_action", "click1") is False
+        assert await claim_delivery(session, "slack_action", "click1") is True
+        assert await delivery_seen(session, "slack_action", "click1") is True
+        assert await delivery_seen(session, "slack_view", "click1") is False
