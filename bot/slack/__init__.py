@@ -29,11 +29,14 @@ def setup(app: web.Application, services: Services) -> None:
 
 
 def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """Filing accepted requests, and the notification jobs (root message, thread, progress)."""
+    """Filing accepted requests, accepted interactions, and the notification jobs."""
+    from bot.slack import buttons, commands, interactions, threads
     from bot.slack.filing import FILE_JOB, file_job_exhausted, run_file_job
     from bot.slack.notify import job_handlers as notify_handlers
 
+    routes = {**threads.ROUTES, **buttons.ROUTES, **commands.ROUTES}
     return {
         FILE_JOB: JobHandler(run=run_file_job, on_exhausted=file_job_exhausted, timeout_s=30),
+        interactions.INTERACTION_JOB: interactions.job_handler(routes),
         **notify_handlers(services),
     }

@@ -6,6 +6,7 @@ first wins and the others find the request no longer waiting.
 
 from __future__ import annotations
 
+import enum
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.dispatch import DispatchKind, enqueue_dispatch
 from bot.events import request_changed
 from bot.services import Services
-from storage.deliveries import claim_delivery
+from storage.deliveries import claim_delivery, delivery_seen
 from storage.models import FeatureRequest, MessageType, RequestMessage, RequestStatus
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
 from storage.repositories.request_messages import Actor
@@ -61,19 +62,42 @@ async def record_answer(
     return message
 
 
+class Answered(enum.Enum):
+    """What became of an answer given by button or modal."""
+
+    RECORDED = "recorded"
+    # This very delivery was recorded before (sent twice, or its job run again).
+    REPEATED = "repeated"
+    # Someone answered first, or a newer question replaced this one.
+    TOO_LATE = "too_late"
+
+
 async def answer_question(
-    services: Services, question_id: int, answer: str, actor: Actor, via: str
-) -> RequestMessage | None:
-    """Answer a specific question (button or modal); None if it was already answered."""
+    services: Services,
+    question_id: int,
+    answer: str,
+    actor: Actor,
+    via: str,
+    delivery: tuple[str, str] | None = None,
+) -> Answered:
+    """Answer a specific question (button or modal), once per question and per delivery."""
     async with services.session_factory.begin() as session:
         question = await session.get(RequestMessage, question_id)
         if question is None or question.type != MessageType.CLARIFICATION_ASK:
-            return None
+            return Answered.TOO_LATE
         request = await FeatureRequestRepository(session).get(question.request_id, lock=True)
+        # Under the request's row lock, so checking first and claiming with the answer is safe.
+        if delivery is not None and await delivery_seen(session, *delivery):
+            return Answered.REPEATED
         latest = await open_question(session, request.request_id)
         if latest is None or latest.id != question.id:
             # A newer question replaced this one; its buttons are stale.
-            return None
-        return await record_answer(
+            return Answered.TOO_LATE
+        recorded = await record_answer(
             services, session, request, question, answer, actor, {"answeredVia": via}
         )
+        if recorded is None:
+            return Answered.TOO_LATE
+        if delivery is not None:
+            await claim_delivery(session, *delivery)
+        return Answered.RECORDED

@@ -1,4 +1,4 @@
-"""`/clarity`: parse the text, acknowledge at once, then do the work and answer privately."""
+"""`/clarity`: parse the text, make changes durable, acknowledge at once, answer privately."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from bot.slack import blocks
+from bot.slack import blocks, interactions
 from bot.slack.errors import record_failure
 from bot.slack.feature import SlackFeature
 from bot.slack.filing import (
@@ -24,6 +24,7 @@ from bot.slack.payloads import SlashCommand, ViewSubmission
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
 
 COMMAND = "/clarity"
+COMMAND_ROUTE = "command"
 NOT_ALLOWED = (
     "Sorry, Clarity is not enabled for you in this channel. Ask a Clarity admin to add you."
 )
@@ -38,6 +39,12 @@ class Kind(enum.Enum):
     STATS = "stats"
     SET_REPO = "repo"
     FILE = "file"
+
+
+# Commands that change something are committed as a job before the ack (filings as their
+# own `slack.file` job); the rest only read, and answer right after the ack — asked again
+# if a crash loses the answer.
+DURABLE = frozenset({Kind.SET_REPO})
 
 
 @dataclass(frozen=True)
@@ -125,6 +132,15 @@ async def run_command(feature: SlackFeature, command: SlashCommand, parsed: Pars
                 command,
                 f"Default repository for this channel is now `{parsed.repo.full_name}`.",
             )
+
+
+async def run_durable_command(feature: SlackFeature, body: dict[str, Any]) -> None:
+    """The interaction job of a command that changes something (`/clarity repo`)."""
+    command = SlashCommand.model_validate(body)
+    await run_command(feature, command, parse_command(command.text))
+
+
+ROUTES: dict[str, interactions.Route] = {COMMAND_ROUTE: run_durable_command}
 
 
 async def _reply(feature: SlackFeature, command: SlashCommand, text: str) -> None:
@@ -240,10 +256,14 @@ def register(bolt: Any, feature: SlackFeature) -> None:
         parsed = parse_command(command.text)
         if parsed.kind == Kind.FILE:
             refusal = await accept(feature, command_filing(command, parsed), body)
-            await ack(text=refusal) if refusal else await ack()
+        elif parsed.kind in DURABLE:
+            key = f"slack_command:{command.delivery_id}"
+            refusal = await interactions.accept(feature, COMMAND_ROUTE, body, key)
+        else:
+            await ack(**parsed.ack_payload())
+            await feature.inflight.run(run_command(feature, command, parsed), body)
             return
-        await ack(**parsed.ack_payload())
-        await feature.inflight.run(run_command(feature, command, parsed), body)
+        await ack(text=refusal) if refusal else await ack()
 
     async def file_modal_submitted(ack: Any, body: dict[str, Any]) -> None:
         submission = ViewSubmission.model_validate(body)

@@ -80,28 +80,34 @@ def record_failure(feature: SlackFeature, error: BaseException, body: dict[str, 
     return user_message(error, reference)
 
 
+async def tell(feature: SlackFeature, body: dict[str, Any], text: str) -> None:
+    """Tell the person behind `body` privately: its response URL, else an ephemeral message."""
+    api = await feature.api()
+    if body.get("response_url"):
+        await api.respond(body["response_url"], text)
+        return
+    channel, user, thread_ts = _where(body)
+    if channel and user:
+        await api.call(
+            "chat.postEphemeral", channel=channel, user=user, text=text, thread_ts=thread_ts
+        )
+
+
 async def report_error(feature: SlackFeature, error: Exception, body: dict[str, Any]) -> None:
     """The global error handler: record the failure and tell the user privately."""
     text = record_failure(feature, error, body)
     reference = text.rsplit("`", 2)[-2] if text.count("`") >= 2 else "?"
     try:
-        api = await feature.api()
         event = body.get("event") or {}
         if event.get("type") == "app_home_opened" and event.get("user"):
+            api = await feature.api()
             await api.call(
                 "views.publish",
                 user_id=event["user"],
                 view=blocks.error_home_view(reference, text.split(" (reference")[0]),
             )
             return
-        if body.get("response_url"):
-            await api.respond(body["response_url"], text)
-            return
-        channel, user, thread_ts = _where(body)
-        if channel and user:
-            await api.call(
-                "chat.postEphemeral", channel=channel, user=user, text=text, thread_ts=thread_ts
-            )
+        await tell(feature, body, text)
     except Exception:
         # The failure itself is logged above; this only says the user could not be told.
         log.exception("could not tell the user about error %s", reference)

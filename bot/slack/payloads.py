@@ -110,6 +110,15 @@ class BlockActions(_Payload):
     def action(self) -> Action:
         return self.actions[0]
 
+    @property
+    def delivery_id(self) -> str:
+        """The same for one click however often it is delivered; another click differs."""
+        action = self.action
+        raw = "|".join(
+            (self.user.id, self.trigger_id, action.action_id, action.block_id, action.action_ts)
+        )
+        return hashlib.sha256(raw.encode()).hexdigest()
+
 
 class ViewState(_Payload):
     values: dict[str, dict[str, dict[str, Any]]] = Field(default_factory=dict)

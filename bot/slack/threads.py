@@ -1,7 +1,8 @@
 """Replies in a request's thread: an answer, a follow-up, or a note kept for the next run.
 
-Nothing a person writes in the thread is dropped: every reply becomes a message row, and
-Slack shows it was seen with a reaction.
+Nothing a person writes in the thread is dropped: a reply is a committed `slack.interaction`
+job before Slack gets its answer, every reply becomes a message row, and Slack shows it was
+seen with a reaction.
 """
 
 from __future__ import annotations
@@ -10,18 +11,24 @@ import enum
 import logging
 from typing import Any
 
+from slack_bolt.response import BoltResponse
+
 from bot.dispatch import DispatchKind, enqueue_dispatch
 from bot.events import request_changed
+from bot.slack import interactions
 from bot.slack.answers import open_question, record_answer
 from bot.slack.client import SlackError
+from bot.slack.errors import record_failure
 from bot.slack.feature import SlackFeature
-from bot.slack.payloads import EventCallback
+from bot.slack.payloads import EventCallback, MessageEvent
 from storage.deliveries import claim_delivery
 from storage.models import RequestStatus
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
 from storage.repositories.request_messages import Actor
 
 log = logging.getLogger(__name__)
+
+REPLY_ROUTE = "thread_reply"
 
 
 class Reply(enum.Enum):
@@ -119,12 +126,49 @@ async def record_reply(
         return Reply.NOTE
 
 
+async def in_request_thread(feature: SlackFeature, event: MessageEvent) -> bool:
+    """Whether a person's reply is in a request's thread (other threads are not ours)."""
+    if not event.is_human_reply or event.thread_ts is None:
+        return False
+    async with feature.services.session_factory() as session:
+        request = await FeatureRequestRepository(session).find_by_slack_thread(
+            event.channel, event.thread_ts
+        )
+    return request is not None
+
+
+async def accept_reply(
+    feature: SlackFeature, callback: EventCallback, body: dict[str, Any]
+) -> str | None:
+    """Make a reply in a request's thread durable before the ack; else what went wrong."""
+    try:
+        ours = await in_request_thread(feature, callback.event)
+    except Exception as exc:
+        return record_failure(feature, exc, body)
+    if not ours:
+        return None
+    return await interactions.accept(feature, REPLY_ROUTE, body, f"slack_event:{callback.event_id}")
+
+
+async def run_reply(feature: SlackFeature, body: dict[str, Any]) -> None:
+    """The `thread_reply` interaction job."""
+    await handle_message(feature, EventCallback.model_validate(body))
+
+
+ROUTES: dict[str, interactions.Route] = {REPLY_ROUTE: run_reply}
+
+
 def register(bolt: Any, feature: SlackFeature) -> None:
     """`message` events (thread replies)."""
 
-    async def message_posted(body: dict[str, Any]) -> None:
+    async def message_posted(body: dict[str, Any], request: Any) -> BoltResponse | None:
+        # Bolt answers an event only after this returns (process_before_response), so the
+        # reply is a committed job before Slack hears 200; otherwise Slack sends it again.
         callback = EventCallback.model_validate(body)
-        if callback.event.is_human_reply:
-            await feature.inflight.run(handle_message(feature, callback), body)
+        problem = await accept_reply(feature, callback, body)
+        if problem is None:
+            return None
+        retry_num = interactions.retry_number(request.headers)
+        return await interactions.event_not_accepted(feature, body, retry_num, problem)
 
     bolt.event("message")(message_posted)

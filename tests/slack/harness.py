@@ -2,7 +2,7 @@
 
     async with FakeSlack() as slack, running_clarity(db_url, slack) as clarity:
         sent = await clarity.sender.command("acme/web add dark mode")
-        await clarity.settle()          # listener work after the ack, and accepted filings
+        await clarity.settle()          # listener work after the ack, accepted filings and clicks
         await clarity.run_jobs()        # Slack jobs (root post, thread, progress), one by one
         slack.calls("chat.postMessage")
 
@@ -28,6 +28,7 @@ from bot.settings import load_settings
 from bot.slack import job_handlers as slack_job_handlers
 from bot.slack.feature import EXTRAS_KEY, SlackFeature
 from bot.slack.filing import FILE_JOB
+from bot.slack.interactions import INTERACTION_JOB
 from bot.workers import Backoff, JobHandler, WorkerPool
 from storage.models import FeatureRequest, Job, RequestMessage, SlackPost
 
@@ -55,10 +56,10 @@ class Clarity:
     pool: WorkerPool
 
     async def settle(self, timeout_s: float = 10.0) -> None:
-        """Wait until the work listeners do after their ack has finished, and record the
-        filings they accepted (`slack.file` jobs) — but post nothing to Slack yet."""
+        """Wait until the work listeners do after their ack has finished, and run what they
+        accepted (`slack.file` and `slack.interaction` jobs) — but post nothing to Slack yet."""
         assert await self.feature.inflight.wait_idle(timeout_s), "listener work did not finish"
-        await self.run_jobs(FILE_JOB)
+        await self.run_jobs(FILE_JOB, INTERACTION_JOB)
 
     async def run_jobs(self, *kinds: str) -> int:
         """Run every due job (of `kinds`, default: the chosen handlers), one at a time."""

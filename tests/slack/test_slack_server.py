@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from bot.services import build_cipher
 from bot.settings import load_settings
 from storage.engine import create_engine, create_session_factory
-from storage.models import ChannelSetting, FeatureRequest, InboundDelivery, Job, RequestStatus
+from storage.models import FeatureRequest, InboundDelivery, Job, RequestStatus
 from storage.repositories import AppConfigRepository
 from storage.schemas import SlackConfig
 
@@ -193,20 +193,20 @@ async def test_shutdown_finishes_work_that_was_acknowledged(
     async with running_clarity(db_url, fake_slack) as clarity:
         filed = await clarity.sender.command("acme/web add dark mode")
         default = await clarity.sender.command("repo acme/web", channel="C0DRAIN")
-        assert (filed.status, default.status) == (200, 200)
+        listed = await clarity.sender.command("list")
+        assert (filed.status, default.status, listed.status) == (200, 200, 200)
         # No settle: the server shuts down right after the acks.
     engine = create_engine(db_url)
     try:
         async with create_session_factory(engine)() as session:
-            accepted = await session.scalar(
-                select(func.count()).select_from(Job).where(Job.kind == "slack.file")
-            )
-            setting = await session.get(ChannelSetting, "C0DRAIN")
+            kinds = (await session.scalars(select(Job.kind).order_by(Job.id))).all()
     finally:
         await engine.dispose()
-    # The filing was durable before its ack; the work done after the other ack finished.
-    assert accepted == 1
-    assert setting is not None and setting.default_repo == "acme/web"
+    # The filing and the change were durable before their acks; the read answered after its
+    # ack finished before the server stopped.
+    assert kinds == ["slack.file", "slack.interaction"]
+    [answer] = fake_slack.responses
+    assert answer.params["text"] and answer["response_type"] == "ephemeral"
 
 
 async def test_metrics_count_slack_calls(clarity: Clarity) -> None:
