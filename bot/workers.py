@@ -122,18 +122,7 @@ class WorkerPool:
             async with asyncio.timeout(handler.timeout_s):
                 await handler.run(self.services, job)
         except RetryLater as exc:
-            if job.last_attempt:
-                await self._exhausted(job, handler, str(exc))
-                return
-            async with sf.begin() as session:
-                await jobs.retry_later(
-                    session,
-                    job.id,
-                    self.worker_id,
-                    dt.timedelta(seconds=max(exc.delay, self.backoff.delay(job.attempts))),
-                    str(exc),
-                )
-            metrics.jobs.labels(job.kind, "retry").inc()
+            await self._retry(job, handler, str(exc), at_least_s=exc.delay)
         except PermanentJobError as exc:
             await self._exhausted(job, handler, str(exc))
         except Exception as exc:
@@ -145,23 +134,23 @@ class WorkerPool:
                 job.max_attempts,
                 exc_info=True,
             )
-            message = f"{type(exc).__name__}: {exc}"
-            if job.last_attempt:
-                await self._exhausted(job, handler, message)
-                return
-            async with sf.begin() as session:
-                await jobs.retry_later(
-                    session,
-                    job.id,
-                    self.worker_id,
-                    dt.timedelta(seconds=self.backoff.delay(job.attempts)),
-                    message,
-                )
-            metrics.jobs.labels(job.kind, "retry").inc()
+            await self._retry(job, handler, f"{type(exc).__name__}: {exc}")
         else:
             async with sf.begin() as session:
                 await jobs.complete(session, job.id, self.worker_id)
             metrics.jobs.labels(job.kind, "done").inc()
+
+    async def _retry(
+        self, job: ClaimedJob, handler: JobHandler, error: str, *, at_least_s: float = 0.0
+    ) -> None:
+        """Schedule the next try with backoff (never sooner than `at_least_s`), or give up."""
+        if job.last_attempt:
+            await self._exhausted(job, handler, error)
+            return
+        delay = dt.timedelta(seconds=max(at_least_s, self.backoff.delay(job.attempts)))
+        async with self.services.session_factory.begin() as session:
+            await jobs.retry_later(session, job.id, self.worker_id, delay, error)
+        self.services.metrics.jobs.labels(job.kind, "retry").inc()
 
     async def _exhausted(self, job: ClaimedJob, handler: JobHandler, error: str) -> None:
         sf = self.services.session_factory
