@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, literal_column, select, text, update
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import bindparam, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from storage.errors import DB_ERRORS, InsertError, QueryError, UpdateError, translate
-from storage.models import Job, utcnow
+from storage.models import JOB_MAX_ATTEMPTS, Job, utcnow
 
 NOTIFY_CHANNEL = "clarity_jobs"
 
@@ -93,51 +93,65 @@ class NewJob:
     max_attempts: int | None = None
 
 
-async def enqueue_many(session: AsyncSession, new_jobs: Sequence[NewJob]) -> list[int | None]:
+# One statement text for any batch size: compiled and prepared once, not once per size. The
+# rows arrive as one JSON array and are inserted in its order (`n`); the NOTIFY is part of
+# the same statement, sent once, and only when something was inserted.
+_ENQUEUE_MANY = text(
+    f"""
+    WITH inserted AS (
+        INSERT INTO clarity_jobs (kind, payload, request_id, dedupe_key, run_at, max_attempts)
+        SELECT r.kind, r.payload, r.request_id, r.dedupe_key,
+               now() + make_interval(secs => coalesce(r.delay_s, 0)),
+               coalesce(r.max_attempts, {JOB_MAX_ATTEMPTS})
+        FROM jsonb_to_recordset(:rows) AS r(
+            n int, kind text, payload jsonb, request_id text, dedupe_key text,
+            delay_s float8, max_attempts int)
+        ORDER BY r.n
+        ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
+        RETURNING id, dedupe_key, kind
+    ), notified AS (
+        SELECT pg_notify(:channel, string_agg(DISTINCT kind, ',')) AS sent
+        FROM inserted HAVING count(*) > 0
+    )
+    SELECT inserted.id, inserted.dedupe_key FROM inserted, notified
+    """
+).bindparams(bindparam("rows", type_=JSONB), bindparam("channel", NOTIFY_CHANNEL))
+
+
+async def enqueue_many(
+    session: AsyncSession | AsyncConnection, new_jobs: Sequence[NewJob]
+) -> list[int | None]:
     """Queue many jobs with one INSERT and one NOTIFY; None where a queued job had the key."""
     # A key repeated within the batch is absorbed by its first occurrence, as by a queued twin.
-    first: dict[str, int] = {}
+    first: set[str] = set()
     rows: list[dict[str, Any]] = []
     sent: list[int] = []
     for position, job in enumerate(new_jobs):
         if job.dedupe_key is not None:
             if job.dedupe_key in first:
                 continue
-            first[job.dedupe_key] = position
+            first.add(job.dedupe_key)
         sent.append(position)
         rows.append(
             {
+                "n": len(rows),
                 "kind": job.kind,
                 "payload": job.payload,
                 "request_id": job.request_id,
                 "dedupe_key": job.dedupe_key,
-                # Every row names every column (one VALUES list); DEFAULT keeps the server's.
-                "run_at": utcnow() + job.delay if job.delay else literal_column("DEFAULT"),
-                "max_attempts": job.max_attempts or literal_column("DEFAULT"),
+                "delay_s": job.delay.total_seconds() if job.delay else None,
+                "max_attempts": job.max_attempts,
             }
         )
     ids: list[int | None] = [None] * len(new_jobs)
     if not rows:
         return ids
-    stmt = (
-        insert(Job)
-        .values(rows)
-        .on_conflict_do_nothing(
-            index_elements=[Job.dedupe_key], index_where=text("status = 'queued'")
-        )
-        .returning(Job.id, Job.dedupe_key)
-    )
     try:
-        inserted = (await session.execute(stmt)).all()
-        if inserted:
-            kinds = ",".join(sorted({new_jobs[p].kind for p in sent}))
-            await session.execute(
-                text("SELECT pg_notify(:c, :k)"), {"c": NOTIFY_CHANNEL, "k": kinds}
-            )
+        inserted = (await session.execute(_ENQUEUE_MANY, {"rows": rows})).all()
     except DB_ERRORS as exc:
         raise translate(exc, InsertError, f"enqueueing {len(rows)} jobs") from exc
-    # Keyed rows are matched by key. The statement takes identity values row by row in VALUES
-    # order, so the unkeyed rows' ids, ascending, are theirs in order.
+    # Keyed rows are matched by key. Rows take identity values one by one in `n` order, so the
+    # unkeyed rows' ids, ascending, are theirs in order.
     by_key = {key: job_id for job_id, key in inserted if key is not None}
     unkeyed = iter(sorted(job_id for job_id, key in inserted if key is None))
     for position in sent:

@@ -264,6 +264,10 @@ class RequestMessage(Base):
 # --- Clarity's own tables --------------------------------------------------------------
 
 
+# clarity_jobs.max_attempts's default (storage.jobs.enqueue_many spells it out).
+JOB_MAX_ATTEMPTS = 8
+
+
 class Job(Base):
     """A durable unit of work (dispatch, notification, slow webhook work)."""
 
@@ -289,7 +293,7 @@ class Job(Base):
     # queued → running → done | failed; a running job whose lease ran out is queued again.
     status: Mapped[str] = mapped_column(server_default=text("'queued'"))
     attempts: Mapped[int] = mapped_column(server_default=text("0"))
-    max_attempts: Mapped[int] = mapped_column(server_default=text("8"))
+    max_attempts: Mapped[int] = mapped_column(server_default=text(str(JOB_MAX_ATTEMPTS)))
     run_at: Mapped[CreatedAt]
     locked_by: Mapped[str | None]
     locked_until: Mapped[dt.datetime | None]

@@ -200,47 +200,53 @@ async def test_enqueue_many_is_one_insert_with_the_same_dedupe(
     async with session_factory.begin() as session:
         await jobs.enqueue(session, "k", {"n": 0}, dedupe_key="already")
     statements: list[str] = []
+    notified: list[str] = []
 
     def record(conn: object, cursor: object, statement: str, *args: object) -> None:
         statements.append(statement)
 
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        async with session_factory.begin() as session:
-            ids = await jobs.enqueue_many(
-                session,
-                [
-                    jobs.NewJob("k", {"n": 1}),
-                    jobs.NewJob("k", {"n": 2}, dedupe_key="a", request_id="r1", max_attempts=3),
-                    jobs.NewJob("k", {"n": 3}, dedupe_key="already"),
-                    jobs.NewJob("other", {"n": 4}, delay=dt.timedelta(hours=1)),
-                    jobs.NewJob("k", {"n": 5}, dedupe_key="a"),
-                    jobs.NewJob("k", {"n": 6}),
-                ],
-            )
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
-    notifies = [s for s in statements if "pg_notify" in s]
-    assert (len(inserts), len(notifies)) == (1, 1)
+    async def enqueue_many(batch: list[jobs.NewJob]) -> list[int | None]:
+        statements.clear()
+        event.listen(engine.sync_engine, "before_cursor_execute", record)
+        try:
+            async with session_factory.begin() as session:
+                ids = await jobs.enqueue_many(session, batch)
+        finally:
+            event.remove(engine.sync_engine, "before_cursor_execute", record)
+        # NOTIFY is delivered at commit; a query on the listening connection reads it.
+        await listening.execute(text("SELECT 1"))
+        return ids
+
+    async with engine.connect() as listening:
+        driver = (await listening.get_raw_connection()).driver_connection
+        assert driver is not None
+        await driver.add_listener(jobs.NOTIFY_CHANNEL, lambda *a: notified.append(a[-1]))
+        ids = await enqueue_many(
+            [
+                jobs.NewJob("k", {"n": 1}),
+                jobs.NewJob("k", {"n": 2}, dedupe_key="a", request_id="r1", max_attempts=3),
+                jobs.NewJob("k", {"n": 3}, dedupe_key="already"),
+                jobs.NewJob("other", {"n": 4}, delay=dt.timedelta(hours=1)),
+                jobs.NewJob("k", {"n": 5}, dedupe_key="a"),
+                jobs.NewJob("k", {"n": 6}),
+            ]
+        )
+        [statement] = statements
+        assert statement.count("INSERT INTO") == 1 and statement.count("pg_notify") == 1
+        assert notified == ["k,other"]
+
+        # Nothing to queue: no statement; everything absorbed by queued twins: no NOTIFY.
+        assert await enqueue_many([]) == []
+        assert statements == []
+        assert await enqueue_many([jobs.NewJob("k", {}, dedupe_key="a")]) == [None]
+        assert notified == ["k,other"]
 
     rows = {job.id: job for job in await _jobs(session_factory)}
     assert [None if i is None else rows[i].payload["n"] for i in ids] == [1, 2, None, 4, None, 6]
     by_n = {job.payload["n"]: job for job in rows.values()}
     assert (by_n[2].request_id, by_n[2].max_attempts, by_n[1].max_attempts) == ("r1", 3, 8)
     assert by_n[4].run_at - by_n[1].run_at > dt.timedelta(minutes=59)
-    # Everything absorbed by queued twins: nothing to wake workers for.
-    statements.clear()
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        async with session_factory.begin() as session:
-            assert await jobs.enqueue_many(session, []) == []
-            assert await jobs.enqueue_many(session, [jobs.NewJob("k", {}, dedupe_key="a")]) == [
-                None
-            ]
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-    assert not [s for s in statements if "pg_notify" in s]
+    assert by_n[1].run_at - by_n[0].run_at < dt.timedelta(minutes=1)
 
 
 async def test_delivery_seen_does_not_claim(session_factory: Factory) -> None:
