@@ -7,7 +7,9 @@ when the server that acked it is gone.
 
 from __future__ import annotations
 
+import json
 import socket
+from urllib.parse import parse_qsl
 
 from bot.dispatch import DISPATCH_JOB
 from bot.slack.interactions import INTERACTION_JOB
@@ -17,12 +19,17 @@ try:
     from tests.slack import agent
     from tests.slack.fake_slack import FakeSlack
     from tests.slack.harness import Clarity, running_clarity
-    from tests.slack.signing import block_actions_body, next_ts
+    from tests.slack.signing import block_actions_body, event_body, next_ts, slash_command_body
 except ModuleNotFoundError:
     import agent  # type: ignore[no-redef]
     from fake_slack import FakeSlack  # type: ignore[no-redef]
     from harness import Clarity, running_clarity  # type: ignore[no-redef]
-    from signing import block_actions_body, next_ts  # type: ignore[no-redef]
+    from signing import (  # type: ignore[no-redef]
+        block_actions_body,
+        event_body,
+        next_ts,
+        slash_command_body,
+    )
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -229,6 +236,34 @@ async def test_acked_interactions_survive_the_server_that_acked_them(
             setting = await session.get(ChannelSetting, "C0CRASH")
         assert setting is not None and setting.default_repo == "acme/web"
         assert "acme/web" in fake_slack.responses[-1]["text"]
+
+
+async def test_socket_mode_acks_a_thread_reply_once_it_is_a_job(
+    db_url: str, fake_slack: FakeSlack
+) -> None:
+    async with running_clarity(
+        db_url, fake_slack, slack_app_token="xapp-1-A0CLARITY-1-abcdef", slack_signing_secret=None
+    ) as clarity:
+        payload = dict(parse_qsl(slash_command_body("acme/web add dark mode")))
+        await fake_slack.send_envelope("slash_commands", payload)
+        await clarity.settle()
+        await clarity.run_jobs()
+        [request] = await clarity.requests()
+        reply = {
+            "type": "message",
+            "channel": "C0GENERAL",
+            "user": "U0BOB",
+            "text": "Also the footer",
+            "ts": next_ts(),
+            "thread_ts": request.slack_thread_ts,
+        }
+        ack = await fake_slack.send_envelope("events_api", json.loads(event_body(reply)))
+        assert ack["envelope_id"]
+        [job] = await _queued(clarity)
+        assert job.payload["body"]["event"]["text"] == "Also the footer"
+        await clarity.settle()
+        note = (await clarity.messages(request.request_id))[-1]
+        assert (note.type, note.content) == (MessageType.FOLLOW_UP_REQUEST, "Also the footer")
 
 
 def _closed_port() -> int:
