@@ -32,8 +32,9 @@ def build_bolt(feature: SlackFeature, credentials: SlackCredentials) -> AsyncApp
         signing_secret=credentials.signing_secret or "",
         name="clarity",
         logger=logging.getLogger("clarity.slack.bolt"),
-        # Listeners run before Bolt answers; each acks and hands the rest to
-        # `feature.inflight`, so the answer leaves at once (no polling for the ack).
+        # Listeners run before Bolt answers (an event too is acked only once its listener
+        # returns), so what changes something is a committed job before Slack hears 200;
+        # read-only work goes to `feature.inflight` after the ack (no polling for the ack).
         process_before_response=True,
     )
     for register in (commands.register, threads.register, buttons.register, home.register):

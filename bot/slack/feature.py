@@ -56,8 +56,9 @@ class AfterAck:
     # Slack wants its answer within 3 s, so listeners ack and hand the rest here. At most
     # `concurrency` units use the database at once (the pool is finite); once `backlog` units
     # wait, new work runs before the answer instead, so a flood slows its senders down
-    # rather than piling acknowledged work up in memory. (Filings never come here: they are
-    # made durable before the ack, see bot.slack.filing.)
+    # rather than piling acknowledged work up in memory. Only work that changes nothing comes
+    # here (answers to reads, opening forms, App Home, error notes): what changes something
+    # is a committed job before the ack (bot.slack.intake).
 
     def __init__(
         self,
