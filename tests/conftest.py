@@ -13,12 +13,7 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage.engine import create_engine
-
-try:
-    from tests.pg import PgServer, build_template, fresh_database, session_server
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from pg import PgServer, build_template, fresh_database, session_server  # type: ignore[no-redef]
-
+from tests.pg import PgServer, build_template, fresh_database, session_server
 
 # -- PostgreSQL -----------------------------------------------------------------
 

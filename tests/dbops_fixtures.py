@@ -16,10 +16,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-try:
-    from tests.pg import PgServer, admin_execute, quote_ident, run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from pg import PgServer, admin_execute, quote_ident, run_async  # type: ignore[no-redef]
+from tests.pg import PgServer, admin_execute, quote_ident, run_async
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

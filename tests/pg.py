@@ -197,13 +197,8 @@ def build_template(server: PgServer, *, name: str = TEMPLATE_DB) -> str:
 
 
 def _migrate(url: str) -> None:
-    try:
-        from storage.migrate import upgrade_to_head
-    except ModuleNotFoundError as exc:
-        # Until storage/migrate.py lands, the template has no tables.
-        if exc.name != "storage.migrate":
-            raise
-        return
+    from storage.migrate import upgrade_to_head
+
     run_in_thread(upgrade_to_head, url)
 
 

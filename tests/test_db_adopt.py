@@ -22,29 +22,16 @@ from storage.repositories import (
     FeatureRequestRepository,
     RequestMessagesRepository,
 )
-
-try:
-    from tests.dbops_fixtures import (
-        drizzle_db,
-        empty_db,
-        error_line,
-        execute,
-        fetch,
-        fetchval,
-        run_cli,
-    )
-    from tests.pg import run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import (  # type: ignore[no-redef]
-        drizzle_db,
-        empty_db,
-        error_line,
-        execute,
-        fetch,
-        fetchval,
-        run_cli,
-    )
-    from pg import run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import (
+    drizzle_db,
+    empty_db,
+    error_line,
+    execute,
+    fetch,
+    fetchval,
+    run_cli,
+)
+from tests.pg import run_async
 
 __all__ = ["drizzle_db", "empty_db"]  # fixtures used by name
 

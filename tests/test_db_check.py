@@ -6,13 +6,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from storage.dbops import check as check_op
-
-try:
-    from tests.dbops_fixtures import error_line, execute, run_cli
-    from tests.pg import run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import error_line, execute, run_cli  # type: ignore[no-redef]
-    from pg import run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import error_line, execute, run_cli
+from tests.pg import run_async
 
 ADR_STATUSES = (
     "'pending', 'issue_created', 'processing', 'awaiting_clarification',"

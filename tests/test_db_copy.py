@@ -17,37 +17,20 @@ from sqlalchemy.engine import make_url
 
 from storage.dbops import copy as copy_op
 from storage.dbops.connection import DbOpsError
-
-try:
-    from tests.dbops_fixtures import (
-        REPO_ROOT,
-        cli_command,
-        cli_env,
-        drizzle_db,
-        empty_db,
-        error_line,
-        execute,
-        fetch,
-        fetchval,
-        run_cli,
-        second_empty_db,
-    )
-    from tests.pg import run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import (  # type: ignore[no-redef]
-        REPO_ROOT,
-        cli_command,
-        cli_env,
-        drizzle_db,
-        empty_db,
-        error_line,
-        execute,
-        fetch,
-        fetchval,
-        run_cli,
-        second_empty_db,
-    )
-    from pg import run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import (
+    REPO_ROOT,
+    cli_command,
+    cli_env,
+    drizzle_db,
+    empty_db,
+    error_line,
+    execute,
+    fetch,
+    fetchval,
+    run_cli,
+    second_empty_db,
+)
+from tests.pg import run_async
 
 __all__ = ["drizzle_db", "empty_db", "second_empty_db"]  # fixtures used by name
 

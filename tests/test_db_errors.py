@@ -7,28 +7,16 @@ from collections.abc import Iterator
 
 import pytest
 
-try:
-    from tests.dbops_fixtures import (
-        cli_env,
-        empty_db,
-        error_line,
-        execute,
-        fetchval,
-        run_cli,
-        unique,
-    )
-    from tests.pg import PgServer, admin_execute, quote_ident, run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import (  # type: ignore[no-redef]
-        cli_env,
-        empty_db,
-        error_line,
-        execute,
-        fetchval,
-        run_cli,
-        unique,
-    )
-    from pg import PgServer, admin_execute, quote_ident, run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import (
+    cli_env,
+    empty_db,
+    error_line,
+    execute,
+    fetchval,
+    run_cli,
+    unique,
+)
+from tests.pg import PgServer, admin_execute, quote_ident, run_async
 
 __all__ = ["empty_db"]  # fixture used by name
 

@@ -7,29 +7,16 @@ import asyncio
 import asyncpg
 
 from storage.migrate import MIGRATION_LOCK_KEY, head_revision
-
-try:
-    from tests.dbops_fixtures import (
-        REPO_ROOT,
-        cli_command,
-        cli_env,
-        empty_db,
-        error_line,
-        fetchval,
-        run_cli,
-    )
-    from tests.pg import run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import (  # type: ignore[no-redef]
-        REPO_ROOT,
-        cli_command,
-        cli_env,
-        empty_db,
-        error_line,
-        fetchval,
-        run_cli,
-    )
-    from pg import run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import (
+    REPO_ROOT,
+    cli_command,
+    cli_env,
+    empty_db,
+    error_line,
+    fetchval,
+    run_cli,
+)
+from tests.pg import run_async
 
 __all__ = ["empty_db"]  # fixture used by name
 

@@ -13,13 +13,8 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from storage.migrate import upgrade_to_head
-
-try:
-    from tests.dbops_fixtures import cli_env, execute, fetchval, run_cli, unique
-    from tests.pg import PgServer, admin_execute, quote_ident, run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import cli_env, execute, fetchval, run_cli, unique  # type: ignore[no-redef]
-    from pg import PgServer, admin_execute, quote_ident, run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import cli_env, execute, fetchval, run_cli, unique
+from tests.pg import PgServer, admin_execute, quote_ident, run_async
 
 FORBIDDEN = (
     "CREATE DATABASE clarity_intruder",

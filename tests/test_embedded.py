@@ -25,11 +25,7 @@ from storage.embedded import (
     EmbeddedServer,
     default_data_dir,
 )
-
-try:
-    from tests.pg import PgServer, fresh_database, make_server_dir
-except ModuleNotFoundError:
-    from pg import PgServer, fresh_database, make_server_dir  # type: ignore[no-redef]
+from tests.pg import PgServer, fresh_database, make_server_dir
 
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
 embedded_harness = pytest.mark.skipif(

@@ -11,13 +11,8 @@ from __future__ import annotations
 
 from storage import catalog
 from storage.migrate import downgrade, model_drift, upgrade_to_head
-
-try:
-    from tests.dbops_fixtures import drizzle_db, empty_db, fetchval, second_empty_db
-    from tests.pg import run_async
-except ModuleNotFoundError:  # tests/ is not a package: pytest put tests/ itself on sys.path
-    from dbops_fixtures import drizzle_db, empty_db, fetchval, second_empty_db  # type: ignore
-    from pg import run_async  # type: ignore[no-redef]
+from tests.dbops_fixtures import drizzle_db, empty_db, fetchval, second_empty_db
+from tests.pg import run_async
 
 __all__ = ["drizzle_db", "empty_db", "second_empty_db"]  # fixtures used by name
 

@@ -20,11 +20,7 @@ from bot.server import build_app
 from bot.services import Services
 from bot.settings import Settings
 from storage.engine import create_engine, create_session_factory
-
-try:
-    from tests.pg import PgServer, make_server_dir
-except ModuleNotFoundError:
-    from pg import PgServer, make_server_dir  # type: ignore[no-redef]
+from tests.pg import PgServer, make_server_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 

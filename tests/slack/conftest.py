@@ -6,12 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-try:
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.harness import Clarity, running_clarity
-except ModuleNotFoundError:  # tests/slack itself is on sys.path
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from harness import Clarity, running_clarity  # type: ignore[no-redef]
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.harness import Clarity, running_clarity
 
 
 @pytest.fixture

@@ -31,13 +31,8 @@ from bot.slack.filing import FILE_JOB
 from bot.slack.interactions import INTERACTION_JOB
 from bot.workers import Backoff, JobHandler, WorkerPool
 from storage.models import FeatureRequest, Job, RequestMessage, SlackPost
-
-try:
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.signing import SlackSender
-except ModuleNotFoundError:  # tests/slack itself is on sys.path
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from signing import SlackSender  # type: ignore[no-redef]
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.signing import SlackSender
 
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-17653672481-19874698323-pdFZKVeTuE8sk7oOcBrzbqgy"

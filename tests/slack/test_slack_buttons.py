@@ -7,15 +7,9 @@ import json
 
 from bot.dispatch import DISPATCH_JOB
 from storage.models import MessageSource, MessageType, RequestStatus
-
-try:
-    from tests.slack import agent
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.harness import Clarity, running_clarity
-except ModuleNotFoundError:
-    import agent  # type: ignore[no-redef]
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from harness import Clarity, running_clarity  # type: ignore[no-redef]
+from tests.slack import agent
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.harness import Clarity, running_clarity
 
 
 def _kinds(jobs: list) -> list[str]:  # type: ignore[type-arg]

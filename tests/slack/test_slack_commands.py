@@ -15,13 +15,8 @@ from storage.models import (
     RequestOrigin,
     RequestStatus,
 )
-
-try:
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.harness import Clarity, running_clarity
-except ModuleNotFoundError:
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from harness import Clarity, running_clarity  # type: ignore[no-redef]
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.harness import Clarity, running_clarity
 
 
 async def test_command_files_a_request_posts_its_root_and_queues_its_dispatch(

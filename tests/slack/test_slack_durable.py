@@ -14,22 +14,10 @@ from urllib.parse import parse_qsl
 from bot.dispatch import DISPATCH_JOB
 from bot.slack.interactions import INTERACTION_JOB
 from storage.models import ChannelSetting, Job, MessageType, RequestStatus
-
-try:
-    from tests.slack import agent
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.harness import Clarity, running_clarity
-    from tests.slack.signing import block_actions_body, event_body, next_ts, slash_command_body
-except ModuleNotFoundError:
-    import agent  # type: ignore[no-redef]
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from harness import Clarity, running_clarity  # type: ignore[no-redef]
-    from signing import (  # type: ignore[no-redef]
-        block_actions_body,
-        event_body,
-        next_ts,
-        slash_command_body,
-    )
+from tests.slack import agent
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.harness import Clarity, running_clarity
+from tests.slack.signing import block_actions_body, event_body, next_ts, slash_command_body
 
 FORM = "application/x-www-form-urlencoded"
 

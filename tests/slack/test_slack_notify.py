@@ -12,15 +12,9 @@ from prometheus_client import generate_latest
 from sqlalchemy import delete
 
 from storage.models import MessageType, RequestStatus, SlackPost, utcnow
-
-try:
-    from tests.slack import agent
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.harness import BOT_TOKEN, Clarity, running_clarity
-except ModuleNotFoundError:
-    import agent  # type: ignore[no-redef]
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from harness import BOT_TOKEN, Clarity, running_clarity  # type: ignore[no-redef]
+from tests.slack import agent
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.harness import BOT_TOKEN, Clarity, running_clarity
 
 
 def _thread_posts(slack: FakeSlack) -> list:  # type: ignore[type-arg]

@@ -20,22 +20,10 @@ from storage.engine import create_engine, create_session_factory
 from storage.models import FeatureRequest, InboundDelivery, Job, RequestStatus
 from storage.repositories import AppConfigRepository
 from storage.schemas import SlackConfig
-
-try:
-    from tests.slack import agent
-    from tests.slack.fake_slack import FakeSlack
-    from tests.slack.harness import ENCRYPTION_KEY, SIGNING_SECRET, Clarity, running_clarity
-    from tests.slack.signing import SlackSender, slash_command_body
-except ModuleNotFoundError:
-    import agent  # type: ignore[no-redef]
-    from fake_slack import FakeSlack  # type: ignore[no-redef]
-    from harness import (  # type: ignore[no-redef]
-        ENCRYPTION_KEY,
-        SIGNING_SECRET,
-        Clarity,
-        running_clarity,
-    )
-    from signing import SlackSender, slash_command_body  # type: ignore[no-redef]
+from tests.slack import agent
+from tests.slack.fake_slack import FakeSlack
+from tests.slack.harness import ENCRYPTION_KEY, SIGNING_SECRET, Clarity, running_clarity
+from tests.slack.signing import SlackSender, slash_command_body
 
 
 async def _nothing_written(clarity: Clarity) -> None:

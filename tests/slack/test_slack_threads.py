@@ -8,13 +8,8 @@ from sqlalchemy import func, select
 
 from bot.dispatch import DISPATCH_JOB
 from storage.models import InboundDelivery, MessageSource, MessageType, RequestStatus
-
-try:
-    from tests.slack import agent
-    from tests.slack.harness import Clarity
-except ModuleNotFoundError:
-    import agent  # type: ignore[no-redef]
-    from harness import Clarity  # type: ignore[no-redef]
+from tests.slack import agent
+from tests.slack.harness import Clarity
 
 
 def _dispatch_kinds(jobs: list) -> list[str]:  # type: ignore[type-arg]
