@@ -93,6 +93,43 @@ class NewJob:
     max_attempts: int | None = None
 
 
+@dataclass(frozen=True)
+class CoalescedJob:
+    """A job kind queued at most once per request at a time (its key: prefix + request id).
+
+    A change absorbed by an already queued job must still be seen when that job runs: the
+    change holds the request's barrier lock shared until it commits, and the job takes it
+    exclusively before it reads, so it waits for them without ever delaying a claim.
+    """
+
+    kind: str
+    key_prefix: str
+    delay_s: float = 0.0
+    max_attempts: int | None = None
+
+    def dedupe_key(self, request_id: str) -> str:
+        """The job's coalescing key for one request."""
+        return f"{self.key_prefix}{request_id}"
+
+    def barrier_key(self, request_id: str) -> str:
+        """The advisory lock changes hold shared and the job takes exclusively."""
+        return f"{self.dedupe_key(request_id)}{BARRIER_SUFFIX}"
+
+    def new_job(self, request_id: str) -> NewJob:
+        """This job for one request, as enqueue/enqueue_many take it."""
+        return NewJob(
+            self.kind,
+            {"requestId": request_id},
+            request_id=request_id,
+            dedupe_key=self.dedupe_key(request_id),
+            delay=dt.timedelta(seconds=self.delay_s) if self.delay_s > 0 else None,
+            max_attempts=self.max_attempts,
+        )
+
+
+BARRIER_SUFFIX = ":changes"
+
+
 # One statement text for any batch size: compiled and prepared once, not once per size. The
 # rows arrive as one JSON array and are inserted in its order (`n`); the NOTIFY is part of
 # the same statement, sent once, and only when something was inserted.

@@ -1,11 +1,15 @@
 """Agent activity (agent_* messages): the side-API's hot path, group-committed.
 
-An agent reports every thought and tool call, often from many connections at once. Each
-such post is still written atomically with its notifications, but posts that arrive while
-a write is under way are written together in the next transaction: one round of statements
-and one commit for the whole group, as PostgreSQL itself does with concurrent commits. A
-post waits for at most the write before its own (and a short gathering pause under load);
-alone, it is written at once.
+An agent reports every thought and tool call, often from many connections at once. Posts
+that arrive while a write is under way are written together by the next one: a single
+statement (storage.activity.record_activity) that records the messages and queues each
+request's Slack progress update, committed on its own, like PostgreSQL's own group commit.
+A post waits for at most the write before its own (and a short gathering pause under
+load); alone, it is written at once.
+
+This is the one change that does not go through bot.events.request_changed: what it tells
+the destinations is fixed (Slack's coalesced progress job; GitHub never mirrors agent
+activity), so it is part of the same statement.
 """
 
 from __future__ import annotations
@@ -14,13 +18,12 @@ import asyncio
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
-from bot import events
-from bot.api.models import MessageBody
+from bot.api.models import MessageBody, MessageOut
 from bot.services import Services
+from bot.slack.notify import progress_job
+from storage.activity import ActivityPost, record_activity
 from storage.errors import NotFoundError
-from storage.models import FeatureRequest, MessageSource, MessageType, RequestMessage
+from storage.models import MessageSource, MessageType
 from storage.repositories.request_messages import SYSTEM_ACTOR
 
 log = logging.getLogger(__name__)
@@ -36,11 +39,11 @@ GATHER_S = 0.003
 class _Post:
     request_id: str
     body: MessageBody
-    done: asyncio.Future[RequestMessage]
+    done: asyncio.Future[MessageOut]
 
 
 class ActivityWriter:
-    """Writes agent_* messages in groups; one writer at a time keeps lock order simple."""
+    """Writes agent_* messages in groups, one group at a time."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
@@ -48,9 +51,9 @@ class ActivityWriter:
         self._writer: asyncio.Task[None] | None = None
         self._under_load = False
 
-    async def add(self, request_id: str, body: MessageBody) -> RequestMessage:
+    async def add(self, request_id: str, body: MessageBody) -> MessageOut:
         """Record one agent message (and notify) once its group has committed."""
-        done: asyncio.Future[RequestMessage] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[MessageOut] = asyncio.get_running_loop().create_future()
         self._queue.append(_Post(request_id, body, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
@@ -70,43 +73,40 @@ class ActivityWriter:
                         post.done.set_exception(exc)
 
     async def _write(self, group: list[_Post]) -> None:
-        ids = sorted({p.request_id for p in group})
-        async with self.services.session_factory.begin() as session:
-            found = {
-                row.request_id: row
-                for row in await session.scalars(
-                    select(FeatureRequest).where(FeatureRequest.request_id.in_(ids))
-                )
-            }
-            written: list[tuple[_Post, RequestMessage]] = []
-            for post in group:
-                if post.request_id not in found:
-                    post.done.set_exception(NotFoundError(f"request {post.request_id} not found"))
-                    continue
-                metadata = post.body.metadata.to_json_dict() if post.body.metadata else None
-                row = RequestMessage(
+        posts = [
+            ActivityPost(
+                p.request_id,
+                p.body.type,
+                p.body.content,
+                p.body.metadata.to_json_dict() if p.body.metadata else None,
+            )
+            for p in group
+        ]
+        async with self.services.engine.connect() as conn:
+            # One statement, atomic by itself: no BEGIN and COMMIT round trips.
+            autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            recorded = await record_activity(
+                autocommit, posts, actor=SYSTEM_ACTOR, job=progress_job(self.services)
+            )
+        for post, stored, written in zip(group, posts, recorded, strict=True):
+            if post.done.done():
+                continue
+            if written is None:
+                post.done.set_exception(NotFoundError(f"request {post.request_id} not found"))
+                continue
+            post.done.set_result(
+                MessageOut.model_construct(
+                    id=written.id,
                     request_id=post.request_id,
-                    type=MessageType(post.body.type),
+                    type=MessageType(stored.type),
                     source=MessageSource.SYSTEM,
-                    content=post.body.content,
+                    content=stored.content,
                     actor_id=SYSTEM_ACTOR[0],
                     actor_name=SYSTEM_ACTOR[1],
-                    metadata_=metadata or None,
+                    metadata=stored.metadata,
+                    created_at=written.created_at,
                 )
-                session.add(row)
-                written.append((post, row))
-            await session.flush()
-            latest: dict[str, RequestMessage] = {}
-            for post, row in written:
-                latest[post.request_id] = row
-            # In request order, so concurrent writers always take their locks in one order.
-            for request_id in sorted(latest):
-                await events.request_changed(
-                    self.services, session, found[request_id], message=latest[request_id]
-                )
-        for post, row in written:
-            if not post.done.done():
-                post.done.set_result(row)
+            )
 
     async def close(self) -> None:
         """Let the group being written finish."""

@@ -113,8 +113,7 @@ async def _message(call: Call) -> tuple[int, BaseModel]:
     assert isinstance(call.body, MessageBody)
     if call.body.type.startswith("agent_"):
         # Group-committed by one writer, which needs no slot of its own per post.
-        message = await activity_writer(call.services).add(call.request_id, call.body)
-        return 201, MessageOut.of(message)
+        return 201, await activity_writer(call.services).add(call.request_id, call.body)
     async with call.slots, call.services.session_factory.begin() as session:
         message = await add_agent_message(call.services, session, call.request_id, call.body)
     return 201, MessageOut.of(message)

@@ -71,28 +71,38 @@ THREAD_TYPES = frozenset(
 PROGRESS_TYPES = AGENT_MESSAGE_TYPES | {MessageType.PROCESSING_UPDATE}
 
 
+def coalesced(kind: str, delay_s: float = 0.0) -> jobs.CoalescedJob:
+    """One of the Slack job kinds, queued at most once per request at a time."""
+    return jobs.CoalescedJob(kind, f"{JOB_KEYS[kind]}:", delay_s, MAX_ATTEMPTS)
+
+
 def job_key(kind: str, request_id: str) -> str:
-    return f"{JOB_KEYS[kind]}:{request_id}"
+    return coalesced(kind).dedupe_key(request_id)
+
+
+def progress_job(services: Services) -> jobs.CoalescedJob:
+    """The progress update agent activity queues: due one progress interval later."""
+    return coalesced(PROGRESS_JOB, feature(services).progress_interval_s)
 
 
 async def _enqueue_coalesced(
     session: AsyncSession, kind: str, request_id: str, delay_s: float = 0.0
 ) -> None:
-    key = job_key(kind, request_id)
-    # A change whose enqueue is absorbed by an already queued job must be visible when that
-    # job reads. Changes hold this lock shared until they commit; the job takes it exclusively
-    # before reading (`_read_barrier`), so it waits for them — and never delays a claim.
+    job = coalesced(kind, delay_s)
+    # Shared until this transaction commits; the job waits for it in `_read_barrier`.
     await session.execute(
-        text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"), {"k": f"{key}:changes"}
+        text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"),
+        {"k": job.barrier_key(request_id)},
     )
+    new = job.new_job(request_id)
     await jobs.enqueue(
         session,
-        kind,
-        {"requestId": request_id},
+        new.kind,
+        new.payload,
         request_id=request_id,
-        dedupe_key=key,
-        delay=dt.timedelta(seconds=delay_s) if delay_s > 0 else None,
-        max_attempts=MAX_ATTEMPTS,
+        dedupe_key=new.dedupe_key,
+        delay=new.delay,
+        max_attempts=new.max_attempts,
     )
 
 
@@ -114,9 +124,7 @@ async def enqueue_for_event(
     if kind in THREAD_TYPES or (status_changed and request.status == RequestStatus.COMPLETED):
         await _enqueue_coalesced(session, THREAD_JOB, request_id)
     if kind in PROGRESS_TYPES:
-        await _enqueue_coalesced(
-            session, PROGRESS_JOB, request_id, feature(services).progress_interval_s
-        )
+        await _enqueue_coalesced(session, PROGRESS_JOB, request_id, progress_job(services).delay_s)
     elif status_changed and request.status != RequestStatus.PROCESSING:
         # The run ended: the progress message should say so.
         await _enqueue_coalesced(session, PROGRESS_JOB, request_id)
@@ -137,7 +145,7 @@ async def _read_barrier(session: AsyncSession, kind: str, request_id: str) -> No
     """Wait for the changes already coalesced into this job to commit (see _enqueue_coalesced)."""
     await session.execute(
         text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-        {"k": f"{job_key(kind, request_id)}:changes"},
+        {"k": coalesced(kind).barrier_key(request_id)},
     )
 
 

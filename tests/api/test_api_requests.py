@@ -150,6 +150,10 @@ async def test_agent_messages_are_recorded_without_changing_status(harness: Harn
     )
     assert status == 201 and body["source"] == "system"
     assert (await harness.request(rid)).status.value == "processing"
+    # The answer is the stored message, exactly as the request's detail shows it.
+    _, detail = await harness.api("GET", f"/requests/{rid}")
+    assert detail["messages"][-1] == body
+    assert body["createdAt"].endswith("Z") or body["createdAt"].endswith("+00:00")
 
 
 async def test_job_token_reaches_its_own_request_only(harness: Harness) -> None:
