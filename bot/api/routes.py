@@ -41,9 +41,12 @@ from bot.api.models import (
 from bot.api.tokens import Principal, TokenAuthority, TokenError
 from bot.services import NotConfiguredError, Services
 from storage.errors import (
+    DB_ERRORS,
     DatabaseUnavailableError,
     IllegalTransitionError,
     NotFoundError,
+    QueryError,
+    translate,
 )
 from storage.lifecycle import FINAL
 from storage.repositories import FeatureRequestRepository
@@ -234,12 +237,12 @@ def handler(
         # An announced oversize body is refused before anything else is done with it.
         if route.body is not None and (request.content_length or 0) > BODY_LIMIT:
             raise ApiError(413, "payload_too_large", f"body exceeds {BODY_LIMIT} bytes")
-        principal = await _authorize(services, authority, route, request)
-        body = None
-        if route.body is not None:
-            body = validate(route.body, parse_json(await read_body(request)))
-        call = Call(services, principal, request.match_info.get("requestId", ""), body, slots)
         try:
+            principal = await _authorize(services, authority, route, request)
+            body = None
+            if route.body is not None:
+                body = validate(route.body, parse_json(await read_body(request)))
+            call = Call(services, principal, request.match_info.get("requestId", ""), body, slots)
             if route.gated:
                 async with slots:
                     status, answer = await route.fn(call)
@@ -255,6 +258,11 @@ def handler(
             raise ApiError(503, "not_configured", str(exc)) from exc
         except DatabaseUnavailableError as exc:
             raise ApiError(503, "unavailable", "database unavailable") from exc
+        except DB_ERRORS as exc:
+            # A connection refused before any repository could name the operation.
+            if isinstance(translate(exc, QueryError, route.path), DatabaseUnavailableError):
+                raise ApiError(503, "unavailable", "database unavailable") from exc
+            raise
         return json_response(answer, status)
 
     return handle

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from fakes.harness import API_TOKEN, Harness
+from fakes.harness import API_TOKEN, Harness, running_clarity
 
 from bot.api.tokens import TokenAuthority
 
@@ -233,3 +234,22 @@ def test_cases_are_valid_json_where_given() -> None:
     for case in CASES.values():
         if case.body is not None:
             json.dumps(case.body)
+
+
+async def test_database_down_is_a_503_not_a_crash() -> None:
+    """Nothing listens where the database should be: every write says so as a JSON 503."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # Nothing is listening on `port` once the socket is closed.
+    async with running_clarity(f"postgresql://clarity:x@127.0.0.1:{port}/clarity") as h:
+        rid = "00000000-0000-4000-8000-000000000000"
+        for body in (
+            OK_MESSAGE,
+            {"type": "clarification_ask", "content": "A or B?", "metadata": {"options": ["A"]}},
+        ):
+            status, answer = await h.api("POST", f"/requests/{rid}/messages", body)
+            assert status == 503, answer
+            assert answer["error"] == {"code": "unavailable", "message": "database unavailable"}
+        status, answer = await h.api("PATCH", f"/requests/{rid}/status", {"status": "cancelled"})
+        assert (status, answer["error"]["code"]) == (503, "unavailable")
