@@ -29,6 +29,9 @@ from storage.repositories.request_messages import SYSTEM_ACTOR
 log = logging.getLogger(__name__)
 
 MAX_GROUP = 256
+# A group also stops at this many bytes of posted JSON (one post may be up to the body
+# limit), which bounds the statement's parameter and the memory a group holds.
+MAX_GROUP_BYTES = 2 * 1024 * 1024
 # Under load (the last group had company), the writer waits this long for more posts to
 # join: a few milliseconds of latency buy far fewer statements per message. A lone post
 # is written at once.
@@ -39,7 +42,18 @@ GATHER_S = 0.003
 class _Post:
     request_id: str
     body: MessageBody
+    size: int
     done: asyncio.Future[MessageOut]
+
+
+def _take_group(queue: list[_Post]) -> tuple[list[_Post], list[_Post]]:
+    """The next group (at least one post) and what is left."""
+    count, size = 0, 0
+    for post in queue[:MAX_GROUP]:
+        if count and size + post.size > MAX_GROUP_BYTES:
+            break
+        count, size = count + 1, size + post.size
+    return queue[:count], queue[count:]
 
 
 class ActivityWriter:
@@ -51,10 +65,13 @@ class ActivityWriter:
         self._writer: asyncio.Task[None] | None = None
         self._under_load = False
 
-    async def add(self, request_id: str, body: MessageBody) -> MessageOut:
-        """Record one agent message (and notify) once its group has committed."""
+    async def add(self, request_id: str, body: MessageBody, *, size: int = 0) -> MessageOut:
+        """Record one agent message (and notify) once its group has committed.
+
+        `size` is the bytes of JSON the post came as, which groups are limited by.
+        """
         done: asyncio.Future[MessageOut] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Post(request_id, body, done))
+        self._queue.append(_Post(request_id, body, size, done))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain())
         return await asyncio.shield(done)
@@ -63,7 +80,7 @@ class ActivityWriter:
         while self._queue:
             if self._under_load:
                 await asyncio.sleep(GATHER_S)
-            group, self._queue = self._queue[:MAX_GROUP], self._queue[MAX_GROUP:]
+            group, self._queue = _take_group(self._queue)
             self._under_load = len(group) > 1
             try:
                 await self._write(group)

@@ -65,6 +65,8 @@ class Call:
     request_id: str
     body: BaseModel | None
     slots: asyncio.Semaphore
+    # Bytes of the JSON body the call was parsed from.
+    body_size: int = 0
 
 
 RouteFn = Callable[[Call], Awaitable[tuple[int, BaseModel]]]
@@ -116,7 +118,8 @@ async def _message(call: Call) -> tuple[int, BaseModel]:
     assert isinstance(call.body, MessageBody)
     if call.body.type.startswith("agent_"):
         # Group-committed by one writer, which needs no slot of its own per post.
-        return 201, await activity_writer(call.services).add(call.request_id, call.body)
+        writer = activity_writer(call.services)
+        return 201, await writer.add(call.request_id, call.body, size=call.body_size)
     async with call.slots, call.services.session_factory.begin() as session:
         message = await add_agent_message(call.services, session, call.request_id, call.body)
     return 201, MessageOut.of(message)
@@ -239,10 +242,13 @@ def handler(
             raise ApiError(413, "payload_too_large", f"body exceeds {BODY_LIMIT} bytes")
         try:
             principal = await _authorize(services, authority, route, request)
-            body = None
+            body, size = None, 0
             if route.body is not None:
-                body = validate(route.body, parse_json(await read_body(request)))
-            call = Call(services, principal, request.match_info.get("requestId", ""), body, slots)
+                raw = await read_body(request)
+                body, size = validate(route.body, parse_json(raw)), len(raw)
+            call = Call(
+                services, principal, request.match_info.get("requestId", ""), body, slots, size
+            )
             if route.gated:
                 async with slots:
                     status, answer = await route.fn(call)

@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 
 from fakes.harness import API_TOKEN, Harness, running_clarity, types_of
+from sqlalchemy import event
 
 from bot.api.tokens import TokenAuthority
 from storage.models import ConfigType
@@ -263,3 +264,35 @@ async def test_concurrent_agent_activity_is_written_once_each(harness: Harness) 
     for rid in (first, second):
         thinking = [m for m in await harness.messages(rid) if m.type.value == "agent_thinking"]
         assert sorted(m.content for m in thinking) == sorted(f"step {i}" for i in range(40))
+
+
+async def test_big_agent_posts_are_written_in_bounded_groups(harness: Harness) -> None:
+    rid = await create(harness)
+    await harness.run_jobs()
+    statements: list[int] = []
+
+    def count(_conn: object, _cursor: object, sql: str, params: object, *_: object) -> None:
+        if "jsonb_to_recordset" in sql and "request_messages" in sql:
+            statements.append(max(len(p) for p in params if isinstance(p, str)))  # type: ignore[attr-defined]
+
+    engine = harness.services.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        outputs = [chr(ord("a") + i % 26) * 150_000 for i in range(24)]
+        results = await asyncio.gather(
+            *(
+                harness.api(
+                    "POST",
+                    f"/requests/{rid}/messages",
+                    {"type": "agent_terminal", "content": f"run {i}", "metadata": {"stdout": out}},
+                )
+                for i, out in enumerate(outputs)
+            )
+        )
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    assert [status for status, _ in results] == [201] * 24
+    # 24 posts of 150 KB: more than one group, none much over 2 MB.
+    assert len(statements) > 1 and max(statements) < 2 * 1024 * 1024 + 160_000
+    stored = {m.content: m.metadata_ for m in await harness.messages(rid)}
+    assert all(stored[f"run {i}"] == {"stdout": out} for i, out in enumerate(outputs))
