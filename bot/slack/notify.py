@@ -147,6 +147,10 @@ async def _read_barrier(session: AsyncSession, kind: str, request_id: str) -> No
         text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
         {"k": coalesced(kind).barrier_key(request_id)},
     )
+    # Once granted, every change this job absorbed has committed, and the reads that follow
+    # (READ COMMITTED: a snapshot per statement) see them. Released at once: held through
+    # the reads, it would stall every write of this request's activity meanwhile.
+    await session.commit()
 
 
 async def _posts(session: AsyncSession, request_id: str) -> dict[tuple[str, str], SlackPost]:
