@@ -368,16 +368,26 @@ async def bench(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
                 )
 
             posted = 0
-            # Alternating rounds, so a noisy neighbour on the machine hits both alike.
-            targets = (("floor", floor_load, floor.pid), ("side-API", side_api, server.pid))
+            # Alternating rounds, so a noisy neighbour on the machine hits both alike. Each
+            # target has its own client connections, kept alive across its rounds.
+            floor_http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=args.connections)
+            )
+            side_http = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=args.connections)
+            )
+            targets = (
+                ("floor", floor_load, floor.pid, floor_http),
+                ("side-API", side_api, server.pid, side_http),
+            )
             per_round = max(args.requests // args.rounds, 1)
             samples: dict[str, list[tuple[float, list[float], float]]] = {}
-            for _name, make, _pid in targets:
-                await load(http, 500, args.connections, make)  # warm-up
+            for _name, make, _pid, client in targets:
+                await load(client, 500, args.connections, make)  # warm-up
             for _ in range(args.rounds):
-                for name, make, pid in targets:
+                for name, make, pid, client in targets:
                     cpu = cpu_seconds(pid)
-                    seconds, latencies = await load(http, per_round, args.connections, make)
+                    seconds, latencies = await load(client, per_round, args.connections, make)
                     samples.setdefault(name, []).append(
                         (per_round / seconds, latencies, cpu_seconds(pid) - cpu)
                     )
@@ -390,6 +400,7 @@ async def bench(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
                     "cpu_ms": sum(c for _, _, c in runs) / len(latencies) * 1000,
                 }
             posted += 500 + per_round * args.rounds
+            await floor_http.close()
             floor.terminate()
 
             async def drained() -> bool:
@@ -437,11 +448,12 @@ async def bench(args: argparse.Namespace, admin_url: str) -> dict[str, Any]:
             results["rss_start_mb"] = rss_mb(server.pid)
             remaining = max(args.messages - posted, 0)
             if remaining:
-                await load(http, remaining, args.connections, side_api)
+                await load(side_http, remaining, args.connections, side_api)
                 posted += remaining
             await wait_for(drained, 300, "Slack jobs")
             results["messages"] = posted
             results["rss_mb"] = rss_mb(server.pid)
+            await side_http.close()
             await pg.close()
     finally:
         if floor is not None:
