@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from storage.activity import ActivityPost, record_activity
+from storage.activity import ActivityPost, RecordedMessage, record_activity
 from storage.jobs import CoalescedJob
 from storage.models import Job, MessageSource, MessageType, RequestMessage
 from storage.repositories import FeatureRequestRepository
@@ -29,7 +29,7 @@ async def _request(factory: Factory, request_id: str, *, channel: str | None) ->
         )
 
 
-async def _record(engine: AsyncEngine, posts: list[ActivityPost]) -> list[object]:
+async def _record(engine: AsyncEngine, posts: list[ActivityPost]) -> list[RecordedMessage | None]:
     async with engine.connect() as conn:
         autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
         return list(await record_activity(autocommit, posts, actor=ACTOR, job=PROGRESS))
@@ -59,7 +59,7 @@ async def test_posts_map_to_their_rows_and_each_slack_request_gets_one_job(
     for post, written in zip(posts, recorded, strict=True):
         if written is None:
             continue
-        row = rows[written.id]  # type: ignore[attr-defined]
+        row = rows[written.id]
         assert (row.request_id, row.type, row.content, row.metadata_) == (
             post.request_id,
             MessageType(post.type),
@@ -67,9 +67,9 @@ async def test_posts_map_to_their_rows_and_each_slack_request_gets_one_job(
             post.metadata,
         )
         assert (row.source, row.actor_id, row.actor_name) == (MessageSource.SYSTEM, *ACTOR)
-        assert row.created_at == written.created_at  # type: ignore[attr-defined]
+        assert row.created_at == written.created_at
     # Posts of one request keep their order.
-    ids = [w.id for w in recorded if w is not None]  # type: ignore[attr-defined]
+    ids = [w.id for w in recorded if w is not None]
     assert ids == sorted(ids)
     # One coalesced job per request with a Slack channel, none for the others.
     assert [(j.kind, j.request_id, j.dedupe_key, j.payload, j.max_attempts) for j in queued] == [

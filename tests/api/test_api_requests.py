@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
 
 from fakes.harness import API_TOKEN, Harness, running_clarity, types_of
 from sqlalchemy import event
@@ -271,9 +272,11 @@ async def test_big_agent_posts_are_written_in_bounded_groups(harness: Harness) -
     await harness.run_jobs()
     statements: list[int] = []
 
-    def count(_conn: object, _cursor: object, sql: str, params: object, *_: object) -> None:
+    def count(
+        _conn: object, _cursor: object, sql: str, params: Sequence[object], *_: object
+    ) -> None:
         if "jsonb_to_recordset" in sql and "request_messages" in sql:
-            statements.append(max(len(p) for p in params if isinstance(p, str)))  # type: ignore[attr-defined]
+            statements.append(max(len(p) for p in params if isinstance(p, str)))
 
     engine = harness.services.engine.sync_engine
     event.listen(engine, "before_cursor_execute", count)
