@@ -68,8 +68,7 @@ _RECORD = (
         SELECT s.request_id,
                pg_advisory_xact_lock_shared(
                    hashtext(CAST(:prefix AS text) || s.request_id || CAST(:suffix AS text)))
-        FROM (SELECT request_id FROM found WHERE in_slack AND CAST(:with_jobs AS boolean)
-              ORDER BY request_id) s
+        FROM (SELECT request_id FROM found WHERE in_slack ORDER BY request_id) s
     ), queued AS (
         INSERT INTO clarity_jobs (kind, payload, request_id, dedupe_key, run_at, max_attempts)
         SELECT CAST(:kind AS text), jsonb_build_object('requestId', b.request_id),
@@ -100,7 +99,7 @@ async def record_activity(
     posts: Sequence[ActivityPost],
     *,
     actor: tuple[str, str],
-    job: CoalescedJob | None,
+    job: CoalescedJob,
 ) -> list[RecordedMessage | None]:
     """Record `posts` and queue `job` for each of their requests that has a Slack channel.
 
@@ -126,12 +125,11 @@ async def record_activity(
         "rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":")),
         "actor_id": actor[0],
         "actor_name": actor[1],
-        "with_jobs": job is not None,
-        "kind": job.kind if job else "",
-        "prefix": job.key_prefix if job else "",
+        "kind": job.kind,
+        "prefix": job.key_prefix,
         "suffix": BARRIER_SUFFIX,
-        "delay_s": float(job.delay_s) if job else 0.0,
-        "max_attempts": (job.max_attempts if job and job.max_attempts else JOB_MAX_ATTEMPTS),
+        "delay_s": float(job.delay_s),
+        "max_attempts": job.max_attempts or JOB_MAX_ATTEMPTS,
     }
     try:
         recorded = (await conn.execute(_RECORD, params)).all()
