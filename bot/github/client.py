@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
 from github import Auth, Github, GithubException
+from github.Issue import Issue
 
 from bot.github.auth import HTTP_TIMEOUT_S, github_app
 from bot.services import Services
@@ -70,18 +72,27 @@ class GitHubRest:
         """Open an issue; its fields as recorded on a request."""
 
         def create(client: Github) -> IssueInfo:
-            issue = client.get_repo(repo).create_issue(title=title, body=body)
-            return IssueInfo(
-                id=issue.id,
-                number=issue.number,
-                html_url=issue.html_url,
-                title=issue.title,
-                body=issue.body,
-                labels=[label.name for label in issue.labels],
-                author=issue.user.login if issue.user is not None else None,
-            )
+            return _issue_info(client.get_repo(repo).create_issue(title=title, body=body))
 
         return await self._call("create_issue", create)
+
+    async def find_issue(self, repo: str, marker: str, since: dt.datetime) -> IssueInfo | None:
+        """The issue opened since `since` whose body carries `marker`, if there is one."""
+
+        def find(client: Github) -> IssueInfo | None:
+            # Newest first, and `since` (last update) bounds it: an issue opened after
+            # `since` was updated after it too, so this reads a page or two at most.
+            listed = client.get_repo(repo).get_issues(
+                state="all", sort="created", direction="desc", since=since
+            )
+            for issue in listed:
+                if issue.created_at < since:
+                    break
+                if issue.pull_request is None and marker in (issue.body or ""):
+                    return _issue_info(issue)
+            return None
+
+        return await self._call("find_issue", find)
 
     async def create_comment(self, repo: str, issue_number: int, body: str) -> int:
         """Comment on an issue or pull request; the comment's id."""
@@ -90,6 +101,29 @@ class GitHubRest:
             return int(client.get_repo(repo).get_issue(issue_number).create_comment(body).id)
 
         return await self._call("create_comment", comment)
+
+    async def find_comment(self, repo: str, issue_number: int, marker: str) -> int | None:
+        """The id of the issue's comment whose body carries `marker`, if there is one."""
+
+        def find(client: Github) -> int | None:
+            for comment in client.get_repo(repo).get_issue(issue_number).get_comments():
+                if marker in (comment.body or ""):
+                    return int(comment.id)
+            return None
+
+        return await self._call("find_comment", find)
+
+
+def _issue_info(issue: Issue) -> IssueInfo:
+    return IssueInfo(
+        id=issue.id,
+        number=issue.number,
+        html_url=issue.html_url,
+        title=issue.title,
+        body=issue.body,
+        labels=[label.name for label in issue.labels],
+        author=issue.user.login if issue.user is not None else None,
+    )
 
 
 def rest(services: Services) -> GitHubRest:

@@ -7,6 +7,7 @@ comment limit when the job runs, so tokens fetched at run time are masked too.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from typing import Any
 
@@ -21,6 +22,7 @@ from bot.scrub import GITHUB_COMMENT_LIMIT, Scrubber, truncate
 from bot.services import NotConfiguredError, Services
 from bot.workers import JobHandler, PermanentJobError
 from storage import jobs
+from storage.deliveries import claim_delivery
 from storage.jobs import ClaimedJob
 from storage.lifecycle import FINAL
 from storage.models import (
@@ -43,6 +45,10 @@ log = logging.getLogger(__name__)
 
 COMMENT_JOB = "github_comment"
 TRACKING_ISSUE_JOB = "github_tracking_issue"
+# Outbound effects recorded as attempted (in clarity_inbound_deliveries, by this source).
+INTENT = "github-effect"
+# Our clock and GitHub's may differ: issue lookups reach back this much further.
+CLOCK_SKEW = dt.timedelta(minutes=10)
 
 
 # --- rendering --------------------------------------------------------------------------
@@ -190,13 +196,25 @@ def _github_failure(exc: Exception) -> Exception:
     return exc
 
 
+def marked(text: str, marker: str) -> str:
+    """`text` cut to GitHub's limit with an invisible marker at the end that identifies it."""
+    return f"{truncate(text, GITHUB_COMMENT_LIMIT - len(marker) - 2)}\n\n{marker}"
+
+
 async def run_comment(services: Services, job: ClaimedJob) -> None:
-    """The `github_comment` job: post one (scrubbed, size-limited) comment."""
+    """The `github_comment` job: post one (scrubbed, size-limited) comment, once."""
     payload: dict[str, Any] = job.payload
+    repo, number = str(payload["repo"]), int(payload["issueNumber"])
     scrub = await scrubber(services)
-    body = truncate(scrub(str(payload["body"])), GITHUB_COMMENT_LIMIT)
+    marker = f"<!-- clarity:comment:{job.id} -->"
+    client = rest(services)
     try:
-        await rest(services).create_comment(str(payload["repo"]), int(payload["issueNumber"]), body)
+        # GitHub has no idempotency key: a try after the first may follow one whose comment
+        # was posted but whose answer was lost, so it looks for its marker first.
+        if job.attempts > 1 and await client.find_comment(repo, number, marker) is not None:
+            log.info("comment of job %s was posted by an earlier try", job.id)
+            return
+        await client.create_comment(repo, number, marked(scrub(str(payload["body"])), marker))
     except (GithubException, NotConfiguredError) as exc:
         raise _github_failure(exc) from exc
 
@@ -224,8 +242,19 @@ async def open_tracking_issue(services: Services, request_id: str) -> None:
             return
         scrub = await scrubber(services)
         title = truncate(scrub(row.title or row.description.strip().splitlines()[0]), 250)
-        body = truncate(scrub(_issue_body(row)), GITHUB_COMMENT_LIMIT)
-        issue = await rest(services).create_issue(row.repo, title, body)
+        marker = f"<!-- clarity:request:{request_id} -->"
+        client = rest(services)
+        # Committed before GitHub is asked: when a later try finds it, an earlier one may have
+        # opened the issue and lost the answer, so it looks for the issue's marker first.
+        async with services.session_factory.begin() as intent:
+            first_try = await claim_delivery(intent, INTENT, f"tracking-issue:{request_id}")
+        issue = None
+        if not first_try:
+            issue = await client.find_issue(row.repo, marker, row.created_at - CLOCK_SKEW)
+        if issue is None:
+            issue = await client.create_issue(
+                row.repo, title, marked(scrub(_issue_body(row)), marker)
+            )
         await _record_tracking_issue(services, request_id, issue)
 
 

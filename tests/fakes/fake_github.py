@@ -1,7 +1,9 @@
 """A fake GitHub REST API: a real local HTTP server speaking the wire format PyGithub reads.
 
 Serves installation tokens (checking the App's JWT against its public key), repositories,
-issues and issue comments, and records every call. `fail_next(n, status)` scripts failures.
+issues and issue comments, and records every call. `fail_next(n, status)` scripts failures;
+`lose_next(method, suffix)` lets a call take effect and then answers it with an error, as
+when the connection drops after GitHub acted.
 """
 
 from __future__ import annotations
@@ -43,6 +45,15 @@ class GitHubCall:
     authorization: str
 
 
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _since(request: web.Request) -> str:
+    """The `since` filter (ISO 8601 in UTC, as GitHub takes it); "" when absent."""
+    return request.query.get("since", "")
+
+
 @dataclass
 class FakeGitHub:
     app_id: str
@@ -57,6 +68,7 @@ class FakeGitHub:
     _numbers: dict[str, itertools.count[int]] = field(default_factory=dict)
     _failures: int = 0
     _failure_status: int = 500
+    _lose: list[tuple[str, str, int]] = field(default_factory=list)
     _server: TestServer | None = None
 
     async def start(self) -> FakeGitHub:
@@ -65,8 +77,10 @@ class FakeGitHub:
         r.add_post("/app/installations/{installation}/access_tokens", self._access_token)
         r.add_get("/repos/{owner}/{repo}", self._repo)
         r.add_post("/repos/{owner}/{repo}/issues", self._create_issue)
+        r.add_get("/repos/{owner}/{repo}/issues", self._list_issues)
         r.add_get("/repos/{owner}/{repo}/issues/{number}", self._get_issue)
         r.add_post("/repos/{owner}/{repo}/issues/{number}/comments", self._create_comment)
+        r.add_get("/repos/{owner}/{repo}/issues/{number}/comments", self._list_comments)
         self._server = TestServer(app)
         await self._server.start_server()
         return self
@@ -82,6 +96,10 @@ class FakeGitHub:
 
     def fail_next(self, count: int, status: int = 500) -> None:
         self._failures, self._failure_status = count, status
+
+    def lose_next(self, method: str, suffix: str, status: int = 502) -> None:
+        """The next `method` call to a path ending in `suffix` acts, then answers `status`."""
+        self._lose.append((method, suffix, status))
 
     def calls_to(self, method: str, suffix: str) -> list[GitHubCall]:
         return [c for c in self.calls if c.method == method and c.path.endswith(suffix)]
@@ -107,7 +125,13 @@ class FakeGitHub:
         if self._failures > 0:
             self._failures -= 1
             return web.json_response({"message": "scripted failure"}, status=self._failure_status)
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        for lost in self._lose:
+            method, suffix, status = lost
+            if request.method == method and request.path.endswith(suffix):
+                self._lose.remove(lost)
+                return web.json_response({"message": "answer lost"}, status=status)
+        return response
 
     def _check_token(self, request: web.Request) -> None:
         auth = request.headers.get("Authorization", "")
@@ -165,6 +189,8 @@ class FakeGitHub:
             "user": {"login": "clarity-app[bot]", "id": 77, "type": "Bot"},
             "labels": [],
             "author_association": "NONE",
+            "created_at": _now(),
+            "updated_at": _now(),
             **extra,
         }
 
@@ -206,7 +232,34 @@ class FakeGitHub:
             "html_url": f"https://github.com/{repo}/issues/{m['number']}#issuecomment-{comment_id}",
             "url": f"{self.url}/repos/{repo}/issues/comments/{comment_id}",
             "issue_url": issue_url,
-            "created_at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+            "created_at": _now(),
+            "updated_at": _now(),
         }
         self.comments.append(comment)
         return web.json_response(comment, status=201)
+
+    async def _list_issues(self, request: web.Request) -> web.Response:
+        """Issues of a repository updated since `since`, newest first (one page)."""
+        self._check_token(request)
+        m = request.match_info
+        repo = f"{m['owner']}/{m['repo']}"
+        since = _since(request)
+        found = [
+            issue
+            for (r, _), issue in self.issues.items()
+            if r == repo and issue["updated_at"] >= since
+        ]
+        found.sort(key=lambda issue: issue["number"], reverse=True)
+        return web.json_response(found)
+
+    async def _list_comments(self, request: web.Request) -> web.Response:
+        """An issue's comments updated since `since`, oldest first (one page)."""
+        self._check_token(request)
+        m = request.match_info
+        since = _since(request)
+        listed = [
+            c
+            for c in self.comments_on(f"{m['owner']}/{m['repo']}", int(m["number"]))
+            if c["updated_at"] >= since
+        ]
+        return web.json_response(listed)

@@ -153,3 +153,37 @@ async def test_cancelling_a_github_request_says_so_on_the_issue(harness: Harness
     assert status == 200
     await harness.run_jobs()
     assert "was cancelled" in harness.github.comments_on(gh.REPO, 12)[-1]["body"]
+
+
+async def test_a_comment_whose_answer_was_lost_is_not_posted_twice(harness: Harness) -> None:
+    await harness.webhook("issues", gh.labeled(association="NONE"))  # a polite refusal
+    harness.github.lose_next("POST", f"/issues/{12}/comments")
+    await harness.run_jobs()
+    (comment,) = harness.github.comments_on(gh.REPO, 12)
+    assert "<!-- clarity:comment:" in comment["body"]
+    # The second try looked for its marker, found the comment and stopped there.
+    assert len(harness.github.calls_to("GET", "/issues/12/comments")) == 1
+    (job,) = await harness.jobs("github_comment")
+    assert (job.status, job.attempts) == ("done", 2)
+
+
+async def test_a_tracking_issue_whose_answer_was_lost_is_opened_once(harness: Harness) -> None:
+    rid = await slack_request(harness)
+    harness.github.lose_next("POST", f"/repos/{gh.REPO}/issues")
+    async with harness.services.session_factory.begin() as session:
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+    await harness.run_jobs()
+    # Dispatch tried first and lost GitHub's answer; the tracking job found the issue.
+    assert len(harness.github.calls_to("POST", f"/repos/{gh.REPO}/issues")) == 1
+    assert list(harness.github.issues) == [(gh.REPO, 1)]
+    row = await harness.request(rid)
+    assert (row.issue_number, row.issue_url) == (1, f"https://github.com/{gh.REPO}/issues/1")
+    assert row.status.value == "processing"
+
+
+async def test_a_first_try_opens_without_looking(harness: Harness) -> None:
+    rid = await slack_request(harness)
+    await harness.run_jobs()
+    assert harness.github.calls_to("GET", f"/repos/{gh.REPO}/issues") == []
+    assert len(harness.github.calls_to("POST", f"/repos/{gh.REPO}/issues")) == 1
+    assert (await harness.request(rid)).issue_number == 1
