@@ -29,6 +29,8 @@ METHOD_SCOPES: dict[str, set[str]] = {
     "views.update": set(),
     "users.info": {"users:read"},
     "conversations.info": {"channels:read", "groups:read"},
+    "conversations.history": {"channels:history", "groups:history"},
+    "conversations.replies": {"channels:history", "groups:history"},
     "auth.test": set(),
 }
 # Web API method families: any string literal "family.method" in bot/slack is a call.

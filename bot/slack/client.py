@@ -27,7 +27,7 @@ TRANSIENT_ERRORS = frozenset(
     {"internal_error", "fatal_error", "service_unavailable", "request_timeout", "ratelimited"}
 )
 # Read methods that Slack only accepts as form parameters, not a JSON body.
-FORM_METHODS = frozenset({"users.info"})
+FORM_METHODS = frozenset({"users.info", "conversations.history", "conversations.replies"})
 DEFAULT_RETRY_AFTER_S = 30.0
 
 

@@ -32,6 +32,7 @@ from bot.slack.client import SlackApi, SlackRejectedError, as_job
 from bot.slack.feature import SlackFeature, feature
 from bot.workers import JobHandler, PermanentJobError, RetryLater
 from storage import jobs
+from storage.deliveries import claim_delivery
 from storage.jobs import ClaimedJob
 from storage.models import (
     AGENT_MESSAGE_TYPES,
@@ -167,6 +168,78 @@ async def _record(
         )
 
 
+# --- posting once -----------------------------------------------------------------------
+# Slack takes no idempotency key. Each post carries message metadata naming what it is, and
+# the attempt is recorded (committed) before Slack is asked; a later attempt at the same post
+# looks for that metadata first, so a crash or a lost answer after Slack posted does not post
+# twice. First attempts post without looking.
+
+POST_EVENT = "clarity_post"
+INTENT = "slack-post"
+LOOKUP_PAGES = 5
+# Our clock and Slack's may differ: a root post is looked for from this much earlier.
+CLOCK_SKEW_S = 600.0
+
+
+def post_key(request_id: str, purpose: str, ref: object) -> str:
+    """What one post is, as its metadata and its attempt record name it."""
+    return f"{request_id}:{purpose}:{ref}"
+
+
+def _carries(message: dict[str, Any], key: str) -> bool:
+    metadata = message.get("metadata") or {}
+    payload = metadata.get("event_payload") or {}
+    return bool(metadata.get("event_type") == POST_EVENT and payload.get("key") == key)
+
+
+async def find_post(
+    api: SlackApi, key: str, *, channel: str, thread_ts: str | None, oldest: float | None
+) -> str | None:
+    """The ts of the post carrying `key` in a thread, or in the channel since `oldest`."""
+    method = "conversations.replies" if thread_ts else "conversations.history"
+    where: dict[str, Any] = {"ts": thread_ts} if thread_ts else {"oldest": f"{oldest or 0:.6f}"}
+    cursor = None
+    for _ in range(LOOKUP_PAGES):
+        data = await api.call(
+            method,
+            channel=channel,
+            include_all_metadata="true",
+            limit=200,
+            cursor=cursor,
+            **where,
+        )
+        for message in data.get("messages") or []:
+            if _carries(message, key):
+                return str(message["ts"])
+        cursor = (data.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            return None
+    return None
+
+
+async def post_once(
+    services: Services, api: SlackApi, key: str, *, oldest: float | None = None, **params: Any
+) -> dict[str, Any]:
+    """chat.postMessage, unless an earlier attempt at this post made it already."""
+    async with services.session_factory.begin() as session:
+        first = await claim_delivery(session, INTENT, key)
+    channel = str(params["channel"])
+    if not first:
+        try:
+            ts = await find_post(
+                api, key, channel=channel, thread_ts=params.get("thread_ts"), oldest=oldest
+            )
+        except SlackRejectedError as exc:
+            # Without history access it cannot look: posting again beats not posting.
+            log.warning("could not look for an earlier post %s: %s", key, exc)
+            ts = None
+        if ts is not None:
+            log.info("post %s was made by an earlier attempt", key)
+            return {"ok": True, "channel": channel, "ts": ts}
+    metadata = {"event_type": POST_EVENT, "event_payload": {"key": key}}
+    return await api.call("chat.postMessage", metadata=metadata, **params)
+
+
 async def _root_pending(session: AsyncSession, request_id: str) -> bool:
     pending = await session.scalar(
         select(func.count())
@@ -219,8 +292,11 @@ async def sync_root(services: Services, job: ClaimedJob) -> None:
                 blocks=message.blocks,
             )
             return
-        posted = await api.call(
-            "chat.postMessage",
+        posted = await post_once(
+            services,
+            api,
+            post_key(request_id, "root", ""),
+            oldest=request.created_at.timestamp() - CLOCK_SKEW_S,
             channel=request.slack_channel_id,
             text=message.text,
             blocks=message.blocks,
@@ -298,7 +374,11 @@ class _Thread:
         if self.has(purpose, ref):
             return
         try:
-            data = await self.api.call(call, **params)
+            if call == "chat.postMessage":
+                key = post_key(self.request.request_id, purpose, ref)
+                data = await post_once(self.services, self.api, key, **params)
+            else:
+                data = await self.api.call(call, **params)
         except SlackRejectedError as exc:
             if purpose == "reaction" and exc.error == "already_reacted":
                 await self._done(purpose, ref, str(params.get("timestamp", "")))
@@ -533,8 +613,10 @@ async def sync_progress(services: Services, job: ClaimedJob) -> None:
                 if row is not None:
                     row.updated_at = utcnow()
             return
-        data = await api.call(
-            "chat.postMessage",
+        data = await post_once(
+            services,
+            api,
+            post_key(request_id, "progress", run),
             channel=channel,
             thread_ts=thread_ts,
             text=message.text,

@@ -10,7 +10,10 @@ Usage (reusable from any test; import as `tests.slack.fake_slack` from the repos
         slack.responses                          # POSTs to response URLs (slack.response_url())
 
 It answers like Slack for chat.postMessage, chat.update, chat.postEphemeral, reactions.add,
-views.open, views.publish, views.update, users.info, conversations.info and auth.test;
+views.open, views.publish, views.update, users.info, conversations.info,
+conversations.history, conversations.replies (the messages posted to it, with their
+metadata when asked for) and auth.test; `lose_next(method)` lets a call take effect and
+then answers it with a 500, as when the connection drops after Slack acted;
 `apps.connections.open` hands out a WebSocket URL on the same server for Socket Mode tests
 (see `socket_envelopes` / `send_envelope`). Unknown methods answer `ok: false`.
 """
@@ -18,7 +21,6 @@ views.open, views.publish, views.update, users.info, conversations.info and auth
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import time
 import uuid
@@ -66,10 +68,13 @@ class FakeSlack:
     log: list[Call] = field(default_factory=list)
     responses: list[Call] = field(default_factory=list)
     socket_envelopes: list[dict[str, Any]] = field(default_factory=list)
+    # Messages posted with chat.postMessage, per channel, oldest first.
+    messages: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._failures: dict[str, deque[Failure]] = {}
-        self._ts = itertools.count(1)
+        self._lose: dict[str, int] = {}
+        self._last_ts = 0.0
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._sockets: list[web.WebSocketResponse] = []
@@ -136,6 +141,10 @@ class FakeSlack:
         for _ in range(times):
             queue.append(Failure(status=status, retry_after=retry_after, error=error))
 
+    def lose_next(self, method: str, *, times: int = 1) -> None:
+        """The next `times` calls of `method` take effect, then are answered with a 500."""
+        self._lose[method] = self._lose.get(method, 0) + times
+
     def calls(self, method: str | None = None) -> list[Call]:
         """Recorded calls (all, or of one method), oldest first; failed ones included."""
         return [c for c in self.log if method is None or c.method == method]
@@ -185,16 +194,34 @@ class FakeSlack:
             return web.json_response(body, status=failure.status, headers=headers)
         if not request.headers.get("Authorization", "").startswith("Bearer "):
             return web.json_response({"ok": False, "error": "not_authed"})
-        return web.json_response(self._answer(method, call.params))
+        answer = self._answer(method, call.params)
+        if self._lose.get(method):
+            self._lose[method] -= 1
+            return web.json_response({"ok": False, "error": "internal_error"}, status=500)
+        return web.json_response(answer)
 
     def _answer(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
         if method == "chat.postMessage":
-            ts = f"{1700000000 + next(self._ts)}.000100"
+            ts = self._next_ts()
+            message: dict[str, Any] = {
+                "type": "message",
+                "ts": ts,
+                "text": params.get("text", ""),
+                "user": BOT_USER_ID,
+                "bot_id": BOT_ID,
+            }
+            if params.get("thread_ts"):
+                message["thread_ts"] = str(params["thread_ts"])
+            if params.get("metadata"):
+                message["metadata"] = params["metadata"]
+            self.messages.setdefault(str(params.get("channel")), []).append(message)
             return {"ok": True, "channel": params.get("channel"), "ts": ts, "message": {"ts": ts}}
+        if method in ("conversations.history", "conversations.replies"):
+            return self._read_messages(method, params)
         if method == "chat.update":
             return {"ok": True, "channel": params.get("channel"), "ts": params.get("ts")}
         if method == "chat.postEphemeral":
-            return {"ok": True, "message_ts": f"{1700000000 + next(self._ts)}.000200"}
+            return {"ok": True, "message_ts": self._next_ts()}
         if method == "reactions.add":
             return {"ok": True}
         if method in ("views.open", "views.publish", "views.update"):
@@ -220,6 +247,31 @@ class FakeSlack:
         if method == "apps.connections.open":
             return {"ok": True, "url": f"ws://127.0.0.1:{self._port}/socket"}
         return {"ok": False, "error": "unknown_method"}
+
+    def _next_ts(self) -> str:
+        """A message ts as Slack makes them: the time, to the microsecond, unique here."""
+        self._last_ts = max(time.time(), self._last_ts + 0.000001)
+        return f"{self._last_ts:.6f}"
+
+    def _read_messages(self, method: str, params: dict[str, Any]) -> dict[str, Any]:
+        posted = self.messages.get(str(params.get("channel")), [])
+        if method == "conversations.history":
+            # Top-level messages since `oldest`, newest first.
+            oldest = float(params.get("oldest") or 0)
+            found = [
+                m for m in reversed(posted) if "thread_ts" not in m and float(m["ts"]) >= oldest
+            ]
+        else:
+            # The thread's parent, then its replies, oldest first.
+            ts = str(params.get("ts"))
+            found = [m for m in posted if m["ts"] == ts or m.get("thread_ts") == ts]
+            if not any(m["ts"] == ts for m in found):
+                return {"ok": False, "error": "thread_not_found"}
+        with_metadata = str(params.get("include_all_metadata")).lower() in ("true", "1")
+        shown = [
+            m if with_metadata else {k: v for k, v in m.items() if k != "metadata"} for m in found
+        ]
+        return {"ok": True, "messages": shown, "response_metadata": {"next_cursor": ""}}
 
     async def _response_url(self, request: web.Request) -> web.StreamResponse:
         call = Call(

@@ -209,3 +209,35 @@ async def test_adopted_thread_without_post_rows_is_edited_not_reposted(clarity: 
     [update] = clarity.slack.calls("chat.update")
     assert update["ts"] == request.slack_thread_ts
     assert (await clarity.request(request.request_id)).slack_thread_ts == request.slack_thread_ts
+
+
+async def test_posts_whose_answer_was_lost_are_not_made_twice(clarity: Clarity) -> None:
+    """Slack posted, but the answer never came back: the next try finds the post."""
+    clarity.slack.lose_next("chat.postMessage")  # the root message
+    request = await clarity.file()
+    channel = str(request.slack_channel_id)
+    [root] = [m for m in clarity.slack.messages[channel] if "thread_ts" not in m]
+    assert request.slack_thread_ts == root["ts"]
+    assert len(clarity.slack.calls("conversations.history")) == 1
+
+    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
+    await agent.activity(clarity.services, request.request_id, "reading the code")
+    await agent.ask(clarity.services, request.request_id, "Dark or light?", ["Dark", "Light"])
+    clarity.slack.lose_next("chat.postMessage", times=2)  # the question and the progress
+    await clarity.run_jobs()
+    replies = [m for m in clarity.slack.messages[channel] if m.get("thread_ts") == root["ts"]]
+    keys = [m["metadata"]["event_payload"]["key"] for m in replies]
+    assert sorted(k.split(":")[1] for k in keys) == ["progress", "question"]
+    assert len(clarity.slack.calls("conversations.replies")) == 2
+    # What was found is recorded as posted: edits go to those messages.
+    posts = {p.purpose: p.ts for p in await clarity.posts(request.request_id)}
+    assert {posts["question"], posts["progress"]} == {m["ts"] for m in replies}
+
+
+async def test_first_tries_post_without_looking(clarity: Clarity) -> None:
+    request = await clarity.file()
+    await agent.ask(clarity.services, request.request_id, "Dark or light?", ["Dark", "Light"])
+    await clarity.run_jobs()
+    assert len(_thread_posts(clarity.slack)) == 1
+    assert clarity.slack.calls("conversations.history") == []
+    assert clarity.slack.calls("conversations.replies") == []
