@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import distinct, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatch import DISPATCH_JOB
+from bot.dispatch import CONVERSATION_TYPES, DISPATCH_JOB
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.client import SlackApi, SlackRejectedError, as_job
@@ -57,28 +57,15 @@ JOB_KEYS = {ROOT_JOB: "slack-root", THREAD_JOB: "slack-thread", PROGRESS_JOB: "s
 MAX_ATTEMPTS = 20
 SEEN_REACTION = "eyes"
 
-THREAD_TYPES = frozenset(
-    {
-        MessageType.CLARIFICATION_ASK,
-        MessageType.CLARIFICATION_ANSWER,
-        MessageType.FOLLOW_UP_REQUEST,
-        MessageType.PR_CREATED,
-        MessageType.PR_UPDATED,
-        MessageType.ERROR,
-        MessageType.RETRY,
-        MessageType.CANCELLED,
-    }
-)
+# The thread shows the conversation the runner sees, except the request itself: that is
+# the root message the thread hangs from.
+THREAD_TYPES = CONVERSATION_TYPES - {MessageType.INITIAL_REQUEST}
 PROGRESS_TYPES = AGENT_MESSAGE_TYPES | {MessageType.PROCESSING_UPDATE}
 
 
 def coalesced(kind: str, delay_s: float = 0.0) -> jobs.CoalescedJob:
     """One of the Slack job kinds, queued at most once per request at a time."""
     return jobs.CoalescedJob(kind, f"{JOB_KEYS[kind]}:", delay_s, MAX_ATTEMPTS)
-
-
-def job_key(kind: str, request_id: str) -> str:
-    return coalesced(kind).dedupe_key(request_id)
 
 
 def progress_job(services: Services) -> jobs.CoalescedJob:
@@ -90,7 +77,7 @@ async def _enqueue_coalesced(
     session: AsyncSession, kind: str, request_id: str, delay_s: float = 0.0
 ) -> None:
     job = coalesced(kind, delay_s)
-    # Shared until this transaction commits; the job waits for it in `_read_barrier`.
+    # Shared until this transaction commits; the job waits for it in `_turn`.
     await session.execute(
         text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"),
         {"k": job.barrier_key(request_id)},
@@ -135,23 +122,32 @@ async def enqueue_for_event(
 
 
 @contextlib.asynccontextmanager
-async def exclusive(services: Services, key: str) -> AsyncIterator[bool]:
-    """Hold a transaction-scoped advisory lock on `key` for the block (False if taken)."""
-    async with services.engine.connect() as conn, conn.begin():
-        got = await conn.scalar(text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"), {"k": key})
-        yield bool(got)
+async def _turn(
+    services: Services, kind: str, request_id: str, retry_after_s: float
+) -> AsyncIterator[None]:
+    """This job's turn at a request: one job of a kind at a time, after what it absorbed.
 
-
-async def _read_barrier(session: AsyncSession, kind: str, request_id: str) -> None:
-    """Wait for the changes already coalesced into this job to commit (see _enqueue_coalesced)."""
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-        {"k": coalesced(kind).barrier_key(request_id)},
-    )
-    # Once granted, every change this job absorbed has committed, and the reads that follow
-    # (READ COMMITTED: a snapshot per statement) see them. Released at once: held through
-    # the reads, it would stall every write of this request's activity meanwhile.
-    await session.commit()
+    The job's key is held (a transaction-scoped advisory lock) for the whole block, so a
+    second job of the kind waits its turn (RetryLater) rather than racing this one. Before
+    the block runs, the barrier is taken exclusively: once granted, every change this job
+    absorbed (see _enqueue_coalesced) has committed, and the reads that follow (READ
+    COMMITTED: a snapshot per statement) see them. The barrier is released at once: held
+    through the reads, it would stall every write of this request's activity meanwhile.
+    """
+    job = coalesced(kind)
+    async with services.engine.connect() as held, held.begin():
+        got = await held.scalar(
+            text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"),
+            {"k": job.dedupe_key(request_id)},
+        )
+        if not got:
+            raise RetryLater(f"another {kind} job for this request is running", retry_after_s)
+        async with services.engine.connect() as barrier, barrier.begin():
+            await barrier.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
+                {"k": job.barrier_key(request_id)},
+            )
+        yield
 
 
 async def _posts(session: AsyncSession, request_id: str) -> dict[tuple[str, str], SlackPost]:
@@ -269,11 +265,8 @@ async def sync_root(services: Services, job: ClaimedJob) -> None:
     """Post the root message once, then keep its status current."""
     slack = feature(services)
     request_id = str(job.payload["requestId"])
-    async with exclusive(services, job_key(ROOT_JOB, request_id)) as got:
-        if not got:
-            raise RetryLater("another root update is running", 1.0)
+    async with _turn(services, ROOT_JOB, request_id, 1.0):
         async with services.session_factory() as session:
-            await _read_barrier(session, ROOT_JOB, request_id)
             request = await FeatureRequestRepository(session).get(request_id)
             root = (await _posts(session, request_id)).get(("root", ""))
         if request.slack_channel_id is None:
@@ -506,11 +499,8 @@ async def sync_thread(services: Services, job: ClaimedJob) -> None:
     """Bring the request's thread in line with its messages."""
     slack = feature(services)
     request_id = str(job.payload["requestId"])
-    async with exclusive(services, job_key(THREAD_JOB, request_id)) as got:
-        if not got:
-            raise RetryLater("another thread update is running", 1.0)
+    async with _turn(services, THREAD_JOB, request_id, 1.0):
         async with services.session_factory() as session:
-            await _read_barrier(session, THREAD_JOB, request_id)
             request = await FeatureRequestRepository(session).get(request_id)
             thread_ts = await _thread_ts(session, request)
             thread = await RequestMessagesRepository(session).get_thread(
@@ -541,11 +531,8 @@ async def sync_progress(services: Services, job: ClaimedJob) -> None:
     """Post or edit the current run's progress message from the latest agent activity."""
     slack = feature(services)
     request_id = str(job.payload["requestId"])
-    async with exclusive(services, job_key(PROGRESS_JOB, request_id)) as got:
-        if not got:
-            raise RetryLater("another progress update is running", slack.progress_interval_s)
+    async with _turn(services, PROGRESS_JOB, request_id, slack.progress_interval_s):
         async with services.session_factory() as session:
-            await _read_barrier(session, PROGRESS_JOB, request_id)
             request = await FeatureRequestRepository(session).get(request_id)
             run, since = await _current_run(session, request_id)
             activity = select(RequestMessage).where(
