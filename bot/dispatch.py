@@ -36,7 +36,6 @@ from storage.models import (
     utcnow,
 )
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
-from storage.repositories.request_messages import SYSTEM_ACTOR
 
 log = logging.getLogger(__name__)
 
@@ -248,14 +247,11 @@ async def _accepted(services: Services, job: ClaimedJob) -> None:
         return
     async with services.session_factory.begin() as session:
         row = await FeatureRequestRepository(session).get(request_id)
-        message = await RequestMessagesRepository(session).add_message(
+        message = await RequestMessagesRepository(session).add_system(
             request_id,
             MessageType.PROCESSING_STARTED,
-            MessageSource.SYSTEM,
             f"The runner accepted the job (attempt {job.payload['attempt']}, {kind})",
-            actor_id=SYSTEM_ACTOR[0],
-            actor_name=SYSTEM_ACTOR[1],
-            metadata={"dispatchAttempt": job.payload["attempt"], "dispatchKind": kind},
+            {"dispatchAttempt": job.payload["attempt"], "dispatchKind": kind},
         )
         await events.request_changed(services, session, row, message=message)
 

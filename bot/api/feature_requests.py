@@ -27,7 +27,6 @@ from storage.models import (
     TaskStatus,
 )
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
-from storage.repositories.request_messages import SYSTEM_ACTOR
 
 
 class InvalidInputError(Exception):
@@ -185,14 +184,8 @@ async def _record_status(
     else:
         message_type = MessageType.PROCESSING_UPDATE
         content = f"Status changed from {old_status.value} to {new_status.value}"
-    return await RequestMessagesRepository(session).add_message(
-        row.request_id,
-        message_type,
-        MessageSource.SYSTEM,
-        content,
-        actor_id=SYSTEM_ACTOR[0],
-        actor_name=SYSTEM_ACTOR[1],
-        metadata={k: v for k, v in metadata.items() if v is not None},
+    return await RequestMessagesRepository(session).add_system(
+        row.request_id, message_type, content, metadata
     )
 
 
@@ -213,14 +206,11 @@ async def add_agent_message(
             )
         row = await requests.update_status(request_id, RequestStatus.AWAITING_CLARIFICATION)
         status_changed = True
-    message = await RequestMessagesRepository(session).add_message(
+    message = await RequestMessagesRepository(session).add_system(
         request_id,
         MessageType(body.type),
-        MessageSource.SYSTEM,
         body.content,
-        actor_id=SYSTEM_ACTOR[0],
-        actor_name=SYSTEM_ACTOR[1],
-        metadata=body.metadata,
+        body.metadata.to_json_dict() if body.metadata else None,
     )
     await events.request_changed(
         services, session, row, message=message, status_changed=status_changed

@@ -27,7 +27,6 @@ from storage.jobs import ClaimedJob
 from storage.lifecycle import FINAL
 from storage.models import (
     FeatureRequest,
-    MessageSource,
     MessageType,
     RequestMessage,
     RequestOrigin,
@@ -39,7 +38,6 @@ from storage.repositories import (
     RequestMessagesRepository,
 )
 from storage.repositories.app_config import CONFIG_MODELS
-from storage.repositories.request_messages import SYSTEM_ACTOR
 
 log = logging.getLogger(__name__)
 
@@ -289,14 +287,11 @@ async def _record_tracking_issue(services: Services, request_id: str, issue: Iss
         metadata: dict[str, Any] = {"issueNumber": issue.number, "issueUrl": issue.html_url}
         if opens:
             metadata |= {"fromStatus": old_status.value, "toStatus": row.status.value}
-        message = await RequestMessagesRepository(session).add_message(
+        message = await RequestMessagesRepository(session).add_system(
             request_id,
             MessageType.PROCESSING_UPDATE,
-            MessageSource.SYSTEM,
             f"Tracking issue #{issue.number} opened: {issue.html_url}",
-            actor_id=SYSTEM_ACTOR[0],
-            actor_name=SYSTEM_ACTOR[1],
-            metadata=metadata,
+            metadata,
         )
         await events.request_changed(services, session, row, message=message, status_changed=opens)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -110,9 +110,15 @@ class RequestMessagesRepository:
             raise translate(exc, InsertError, "adding message") from exc
         return row
 
-    async def _system(
-        self, request_id: str, type: MessageType, content: str, **metadata: Any
+    async def add_system(
+        self,
+        request_id: str,
+        type: MessageType,
+        content: str,
+        metadata: Mapping[str, Any] | None = None,
     ) -> RequestMessage:
+        """A message from Clarity itself; metadata keys whose value is None are left out."""
+        kept = {k: v for k, v in (metadata or {}).items() if v is not None}
         return await self.add_message(
             request_id,
             type,
@@ -120,8 +126,13 @@ class RequestMessagesRepository:
             content,
             actor_id=SYSTEM_ACTOR[0],
             actor_name=SYSTEM_ACTOR[1],
-            metadata={k: v for k, v in metadata.items() if v is not None} or None,
+            metadata=kept or None,
         )
+
+    async def _system(
+        self, request_id: str, type: MessageType, content: str, **metadata: Any
+    ) -> RequestMessage:
+        return await self.add_system(request_id, type, content, metadata)
 
     async def add_clarification_ask(
         self,
