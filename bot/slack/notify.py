@@ -82,16 +82,7 @@ async def _enqueue_coalesced(
         text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"),
         {"k": job.barrier_key(request_id)},
     )
-    new = job.new_job(request_id)
-    await jobs.enqueue(
-        session,
-        new.kind,
-        new.payload,
-        request_id=request_id,
-        dedupe_key=new.dedupe_key,
-        delay=new.delay,
-        max_attempts=new.max_attempts,
-    )
+    await jobs.enqueue_many(session, [job.new_job(request_id)])
 
 
 async def enqueue_for_event(
