@@ -189,7 +189,7 @@ def test_adopt_adds_what_is_missing_and_changes_no_row(db_url: str, drizzle_db: 
             make_url(drizzle_db), "test", confirm=lambda _: True, say=again.append
         )
     )
-    assert again == ["already managed by Clarity's migrations (0001); use `clarity db migrate`"]
+    assert again == ["already managed by Clarity's migrations (0002); use `clarity db migrate`"]
 
 
 def test_adopt_refuses_what_it_cannot_reconcile_and_changes_nothing(drizzle_db: str) -> None:
