@@ -11,35 +11,26 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
-import enum
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from sqlalchemy import exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import events
+from bot.api.tokens import TokenAuthority, TokenError
+from bot.requests.actions import RequestLifecycle
+from bot.requests.queue import DISPATCH_JOB, DispatchKind
 from bot.services import Services
 from bot.workers import JobHandler, PermanentJobError, RetryLater
 from storage import jobs
 from storage.jobs import ClaimedJob
-from storage.lifecycle import FINAL, can_transition
-from storage.models import (
-    FeatureRequest,
-    Job,
-    MessageSource,
-    MessageType,
-    RequestMessage,
-    RequestStatus,
-    TaskStatus,
-    utcnow,
-)
+from storage.models import FeatureRequest, MessageType, RequestMessage, utcnow
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+from storage.repositories.runs import RunsRepository
 
 log = logging.getLogger(__name__)
 
-DISPATCH_JOB = "dispatch"
 WATCHDOG_JOB = "runner_watchdog"
 RUNNER_TIMEOUT_S = 30.0
 TRACKING_ISSUE_WAIT_S = 20.0
@@ -60,52 +51,18 @@ CONVERSATION_TYPES = frozenset(
     }
 )
 
-
-class DispatchKind(enum.StrEnum):
-    """Why the runner is sent the request (DESIGN.md `kind`)."""
-
-    INITIAL = "initial"
-    CLARIFICATION_ANSWER = "clarification_answer"
-    FOLLOW_UP = "follow_up"
-    RETRY = "retry"
-    CANCEL = "cancel"
+__all__ = ["CONVERSATION_TYPES", "DISPATCH_JOB", "DispatchKind", "Dispatcher"]
 
 
 class RunnerUnavailableError(Exception):
     """The runner did not accept the job this time (retried with backoff)."""
 
 
-async def enqueue_dispatch(
-    session: AsyncSession, request_id: str, kind: DispatchKind, *, max_attempts: int = 6
-) -> int:
-    """Queue one delivery to the runner; returns its attempt number.
-
-    The attempt number counts this request's dispatches, so `requestId:attempt` (the
-    Idempotency-Key) is stable across retries of one dispatch and new for the next one.
-    Callers hold the request's row lock (they just changed it), which serialises this count.
-    """
-    previous = await session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(Job.kind == DISPATCH_JOB, Job.request_id == request_id)
-    )
-    attempt = int(previous or 0) + 1
-    await jobs.enqueue(
-        session,
-        DISPATCH_JOB,
-        {"requestId": request_id, "kind": kind.value, "attempt": attempt},
-        request_id=request_id,
-        dedupe_key=f"dispatch:{request_id}:{attempt}",
-        max_attempts=max_attempts,
-    )
-    return attempt
-
-
 # --- delivering -------------------------------------------------------------------------
 
 
 def api_url(services: Services) -> str:
-    """The side-API base URL agents are told to call."""
+    """The side-API base URL agents are told to call: `<CLARITY_PUBLIC_URL>/api`."""
     s = services.settings
     if s.clarity_public_url:
         return s.clarity_public_url.rstrip("/") + "/api"
@@ -134,42 +91,6 @@ def _entry(message: RequestMessage) -> dict[str, Any]:
     }
 
 
-async def build_payload(
-    services: Services,
-    session: AsyncSession,
-    row: FeatureRequest,
-    *,
-    kind: str,
-    attempt: int,
-) -> dict[str, Any]:
-    """The body of the runner POST, exactly the fields of the DESIGN.md contract."""
-    from bot.api.tokens import TokenAuthority, TokenError
-
-    try:
-        token = TokenAuthority(services.settings).issue(
-            row.request_id, services.settings.clarity_job_token_ttl_s
-        )
-    except TokenError as exc:
-        raise PermanentJobError(f"cannot issue a job token: {exc}") from exc
-    thread = await RequestMessagesRepository(session).get_thread(
-        row.request_id, types=CONVERSATION_TYPES
-    )
-    return {
-        "requestId": row.request_id,
-        "attempt": attempt,
-        "kind": kind,
-        "repo": row.repo,
-        "title": _title(row),
-        "description": row.description,
-        "branch": row.pr_branch_name,
-        "prNumber": row.pr_number,
-        "issueNumber": row.issue_number,
-        "conversation": [_entry(m) for m in thread],
-        "apiUrl": api_url(services),
-        "apiToken": token,
-    }
-
-
 def retry_after_seconds(value: str | None) -> float | None:
     """A Retry-After header (seconds or HTTP date) as seconds from now."""
     if not value:
@@ -186,240 +107,206 @@ def retry_after_seconds(value: str | None) -> float | None:
     return max((when - utcnow()).total_seconds(), 0.0)
 
 
-async def _prepare(services: Services, job: ClaimedJob) -> dict[str, Any] | None:
-    """Put the request in processing and build the payload; None when there is nothing to do.
+NO_RUNNER = (
+    "No runner is configured, so no agent can work on this request: the Clarity admin must "
+    'set RUNNER_URL (see README, "Dispatch to the runner"). Retrying will not help until then.'
+)
 
-    The status changes before the POST, so an agent that reports back at once never finds
-    its request still pending.
-    """
-    request_id, kind = str(job.payload["requestId"]), str(job.payload["kind"])
-    async with services.session_factory.begin() as session:
-        requests = FeatureRequestRepository(session)
-        row = await requests.find_by_request_id(request_id, lock=True)
-        if row is None:
-            raise PermanentJobError(f"request {request_id} does not exist")
-        if kind != DispatchKind.CANCEL.value:
-            if row.status in FINAL:
-                log.info("not dispatching %s: request is %s", request_id, row.status.value)
+TrackingIssueFirst = Callable[[str], Awaitable[None]]
+
+
+class Dispatcher:
+    """The `dispatch` job (deliver a run to the runner) and the silent-run watchdog."""
+
+    def __init__(
+        self,
+        services: Services,
+        lifecycle: RequestLifecycle,
+        *,
+        tracking_issue_first: TrackingIssueFirst | None = None,
+    ) -> None:
+        self.services = services
+        self.lifecycle = lifecycle
+        self.tokens = TokenAuthority(services.settings)
+        # Opens a Slack request's tracking issue before its first dispatch (GitHub, when
+        # configured), so the runner gets its number and the PR can close it.
+        self.tracking_issue_first = tracking_issue_first
+
+    @property
+    def configured(self) -> bool:
+        """Whether jobs have somewhere to go."""
+        return bool(self.services.settings.runner_url)
+
+    async def build_payload(
+        self, session: AsyncSession, row: FeatureRequest, *, kind: str, attempt: int
+    ) -> dict[str, Any]:
+        """The body of the runner POST, exactly the fields of the DESIGN.md contract."""
+        try:
+            token = self.tokens.issue(
+                row.request_id, self.services.settings.clarity_job_token_ttl_s
+            )
+        except TokenError as exc:
+            raise PermanentJobError(f"cannot issue a job token: {exc}") from exc
+        thread = await RequestMessagesRepository(session).get_thread(
+            row.request_id, types=CONVERSATION_TYPES
+        )
+        return {
+            "requestId": row.request_id,
+            "attempt": attempt,
+            "kind": kind,
+            "repo": row.repo,
+            "title": _title(row),
+            "description": row.description,
+            "branch": row.pr_branch_name,
+            "prNumber": row.pr_number,
+            "issueNumber": row.issue_number,
+            "conversation": [_entry(m) for m in thread],
+            "apiUrl": api_url(self.services),
+            "apiToken": token,
+        }
+
+    async def _prepare(self, job: ClaimedJob) -> dict[str, Any] | None:
+        request_id, kind = str(job.payload["requestId"]), str(job.payload["kind"])
+        async with self.services.session_factory.begin() as session:
+            row = await self.lifecycle.run_starting(session, request_id, kind)
+            if row is None:
                 return None
-            if row.status != RequestStatus.PROCESSING and can_transition(
-                row.status, RequestStatus.PROCESSING
-            ):
-                row = await requests.update_status(
-                    request_id, RequestStatus.PROCESSING, task_status=TaskStatus.PROCESSING
-                )
-                await events.request_changed(services, session, row, status_changed=True)
-            await ensure_watchdog(services, session)
-        return await build_payload(
-            services, session, row, kind=kind, attempt=int(job.payload["attempt"])
-        )
-
-
-async def post_to_runner(services: Services, payload: dict[str, Any]) -> None:
-    """POST one job to RUNNER_URL; returns when accepted (2xx), raises otherwise."""
-    url = services.settings.runner_url
-    if not url:
-        raise PermanentJobError("RUNNER_URL is not set")
-    key = f"{payload['requestId']}:{payload['attempt']}"
-    try:
-        async with services.http_session().post(
-            url,
-            json=payload,
-            headers={"Idempotency-Key": key},
-            timeout=aiohttp.ClientTimeout(total=RUNNER_TIMEOUT_S),
-        ) as response:
-            if 200 <= response.status < 300:
-                return
-            delay = retry_after_seconds(response.headers.get("Retry-After"))
-            reason = f"runner answered {response.status} for {key}"
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise RunnerUnavailableError(
-            f"runner unreachable for {key}: {type(exc).__name__}: {exc}"
-        ) from exc
-    if delay is not None:
-        raise RetryLater(reason, delay)
-    raise RunnerUnavailableError(reason)
-
-
-async def _accepted(services: Services, job: ClaimedJob) -> None:
-    request_id, kind = str(job.payload["requestId"]), str(job.payload["kind"])
-    if kind == DispatchKind.CANCEL.value:
-        return
-    async with services.session_factory.begin() as session:
-        row = await FeatureRequestRepository(session).get(request_id)
-        message = await RequestMessagesRepository(session).add_system(
-            request_id,
-            MessageType.PROCESSING_STARTED,
-            f"The runner accepted the job (attempt {job.payload['attempt']}, {kind})",
-            {"dispatchAttempt": job.payload["attempt"], "dispatchKind": kind},
-        )
-        await events.request_changed(services, session, row, message=message)
-
-
-async def _tracking_issue_first(services: Services, request_id: str) -> None:
-    """Open a pending tracking issue before the first dispatch, so the runner gets its number
-    (and the PR can close it); if GitHub fails, dispatch goes ahead and the issue job retries."""
-    from bot.github.notify import TRACKING_ISSUE_JOB, open_tracking_issue
-
-    async with services.session_factory() as session:
-        pending = await session.scalar(
-            select(Job.id).where(
-                Job.kind == TRACKING_ISSUE_JOB,
-                Job.request_id == request_id,
-                Job.status.in_(["queued", "running"]),
+            if kind != DispatchKind.CANCEL.value:
+                await self.ensure_watchdog(session)
+            return await self.build_payload(
+                session, row, kind=kind, attempt=int(job.payload["attempt"])
             )
-        )
-    if pending is None:
-        return
-    try:
-        async with asyncio.timeout(TRACKING_ISSUE_WAIT_S):
-            await open_tracking_issue(services, request_id)
-    except Exception:
-        log.warning("tracking issue for %s not opened before dispatch", request_id, exc_info=True)
 
+    async def post_to_runner(self, payload: dict[str, Any]) -> None:
+        """POST one job to RUNNER_URL; returns when accepted (2xx), raises otherwise."""
+        url = self.services.settings.runner_url
+        if not url:
+            raise PermanentJobError("RUNNER_URL is not set")
+        key = f"{payload['requestId']}:{payload['attempt']}"
+        try:
+            async with self.services.http_session().post(
+                url,
+                json=payload,
+                headers={"Idempotency-Key": key},
+                timeout=aiohttp.ClientTimeout(total=RUNNER_TIMEOUT_S),
+            ) as response:
+                if 200 <= response.status < 300:
+                    return
+                delay = retry_after_seconds(response.headers.get("Retry-After"))
+                reason = f"runner answered {response.status} for {key}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise RunnerUnavailableError(
+                f"runner unreachable for {key}: {type(exc).__name__}: {exc}"
+            ) from exc
+        if delay is not None:
+            raise RetryLater(reason, delay)
+        raise RunnerUnavailableError(reason)
 
-async def run_dispatch(services: Services, job: ClaimedJob) -> None:
-    """The `dispatch` job: deliver the request to the runner with its Idempotency-Key."""
-    if job.payload["kind"] == DispatchKind.INITIAL.value:
-        await _tracking_issue_first(services, str(job.payload["requestId"]))
-    payload = await _prepare(services, job)
-    if payload is None:
-        return
-    await post_to_runner(services, payload)
-    services.metrics.jobs.labels(DISPATCH_JOB, "accepted").inc()
-    await _accepted(services, job)
-
-
-async def dispatch_exhausted(services: Services, job: ClaimedJob) -> None:
-    """After the last failed try: the request goes to error, and its thread gets Retry."""
-    request_id, kind = str(job.payload["requestId"]), str(job.payload["kind"])
-    if kind == DispatchKind.CANCEL.value:
-        log.warning("the runner was never told to stop %s", request_id)
-        return
-    async with services.session_factory.begin() as session:
-        requests = FeatureRequestRepository(session)
-        row = await requests.find_by_request_id(request_id, lock=True)
-        if row is None or row.status in FINAL or row.status == RequestStatus.ERROR:
+    async def run_dispatch(self, job: ClaimedJob) -> None:
+        """The `dispatch` job: deliver the request to the runner with its Idempotency-Key."""
+        request_id, kind = str(job.payload["requestId"]), str(job.payload["kind"])
+        attempt = int(job.payload["attempt"])
+        if not self.configured:
+            if kind != DispatchKind.CANCEL.value:
+                async with self.services.session_factory.begin() as session:
+                    await self.lifecycle.run_failed(session, request_id, "NO_RUNNER", NO_RUNNER)
             return
-        newer = await session.scalar(
-            select(func.count())
-            .select_from(Job)
-            .where(
-                Job.kind == DISPATCH_JOB,
-                Job.request_id == request_id,
-                Job.id > job.id,
+        if kind == DispatchKind.INITIAL.value and self.tracking_issue_first is not None:
+            try:
+                async with asyncio.timeout(TRACKING_ISSUE_WAIT_S):
+                    await self.tracking_issue_first(request_id)
+            except Exception:
+                log.warning(
+                    "tracking issue for %s not opened before dispatch", request_id, exc_info=True
+                )
+        payload = await self._prepare(job)
+        if payload is None:
+            return
+        await self.post_to_runner(payload)
+        self.services.metrics.jobs.labels(DISPATCH_JOB, "accepted").inc()
+        if kind == DispatchKind.CANCEL.value:
+            return
+        async with self.services.session_factory.begin() as session:
+            await self.lifecycle.run_accepted(session, request_id, attempt, kind)
+
+    async def dispatch_exhausted(self, job: ClaimedJob) -> None:
+        """After the last failed try: the request goes to error, and its thread gets Retry."""
+        request_id, kind = str(job.payload["requestId"]), str(job.payload["kind"])
+        if kind == DispatchKind.CANCEL.value:
+            log.warning("the runner was never told to stop %s", request_id)
+            return
+        async with self.services.session_factory.begin() as session:
+            # A later dispatch (a Retry, an answer) carries the request on.
+            if await RunsRepository(session).newer_than(request_id, int(job.payload["attempt"])):
+                return
+            last_error = await jobs.last_error(session, job.id)
+            await self.lifecycle.run_failed(
+                session,
+                request_id,
+                "RUNNER_UNAVAILABLE",
+                f"The runner could not take the job after {job.attempts} tries"
+                + (f" (last: {last_error})" if last_error else "")
+                + ". Press Retry to try again.",
             )
+
+    # --- watchdog ---------------------------------------------------------------------
+
+    def watchdog_period_s(self) -> float:
+        """How often the sweep runs while requests are processing."""
+        return float(min(60, max(self.services.settings.clarity_runner_timeout_s // 4, 1)))
+
+    async def ensure_watchdog(self, session: AsyncSession) -> None:
+        """Make sure one sweep is queued (at most one ever is, whichever replica asks)."""
+        await jobs.enqueue(
+            session,
+            WATCHDOG_JOB,
+            {},
+            dedupe_key=WATCHDOG_JOB,
+            delay=dt.timedelta(seconds=self.watchdog_period_s()),
+            max_attempts=3,
         )
-        if newer:
-            return  # a later dispatch (a Retry, an answer) carries the request on
-        last_error = await session.scalar(select(Job.last_error).where(Job.id == job.id))
-        row = await requests.update_status(
-            request_id, RequestStatus.ERROR, task_status=TaskStatus.ERROR
-        )
-        message = await RequestMessagesRepository(session).add_error(
-            request_id,
-            "RUNNER_UNAVAILABLE",
-            f"The runner could not take the job after {job.attempts} tries"
-            + (f" (last: {last_error})" if last_error else "")
-            + ". Press Retry to try again.",
-        )
-        await events.request_changed(services, session, row, message=message, status_changed=True)
 
+    async def seed_watchdog(self) -> None:
+        """At start-up: a database with processing requests but no sweep gets one."""
+        async with self.services.session_factory.begin() as session:
+            if await FeatureRequestRepository(session).any_processing():
+                await self.ensure_watchdog(session)
 
-# --- watchdog -------------------------------------------------------------------------
+    async def sweep_silent_runs(self, *, now: dt.datetime | None = None) -> list[str]:
+        """Fail the processing requests the runner has said nothing about for too long."""
+        timeout = dt.timedelta(seconds=self.services.settings.clarity_runner_timeout_s)
+        cutoff = (now or utcnow()) - timeout
+        minutes = max(round(timeout.total_seconds() / 60), 1)
+        failed: list[str] = []
+        async with self.services.session_factory.begin() as session:
+            requests = FeatureRequestRepository(session)
+            for row in await requests.silent_processing(cutoff, dispatch_kind=DISPATCH_JOB):
+                changed = await self.lifecycle.run_failed(
+                    session,
+                    row.request_id,
+                    "RUNNER_TIMEOUT",
+                    f"No word from the runner for {minutes} minute{'s' if minutes != 1 else ''}: "
+                    "the run is treated as failed. Press Retry to try again.",
+                )
+                if changed is not None:
+                    failed.append(row.request_id)
+            if await requests.any_processing():
+                await self.ensure_watchdog(session)
+        if failed:
+            log.warning("runner watchdog failed %d silent request(s): %s", len(failed), failed)
+        return failed
 
+    async def run_watchdog(self, job: ClaimedJob) -> None:
+        """The `runner_watchdog` job."""
+        await self.sweep_silent_runs()
 
-def watchdog_period_s(services: Services) -> float:
-    """How often the sweep runs while requests are processing."""
-    return float(min(60, max(services.settings.clarity_runner_timeout_s // 4, 1)))
-
-
-async def ensure_watchdog(services: Services, session: AsyncSession) -> None:
-    """Make sure one sweep is queued (at most one ever is, whichever replica asks)."""
-    await jobs.enqueue(
-        session,
-        WATCHDOG_JOB,
-        {},
-        dedupe_key=WATCHDOG_JOB,
-        delay=dt.timedelta(seconds=watchdog_period_s(services)),
-        max_attempts=3,
-    )
-
-
-async def sweep_silent_runs(services: Services, *, now: dt.datetime | None = None) -> list[str]:
-    """Fail the processing requests the runner has said nothing about for too long."""
-    timeout = dt.timedelta(seconds=services.settings.clarity_runner_timeout_s)
-    cutoff = (now or utcnow()) - timeout
-    last_word = (
-        select(func.max(RequestMessage.created_at))
-        .where(
-            RequestMessage.request_id == FeatureRequest.request_id,
-            RequestMessage.source == MessageSource.SYSTEM,
-        )
-        .correlate(FeatureRequest)
-        .scalar_subquery()
-    )
-    dispatch_pending = exists().where(
-        Job.kind == DISPATCH_JOB,
-        Job.request_id == FeatureRequest.request_id,
-        Job.status.in_(["queued", "running"]),
-    )
-    silent = (
-        select(FeatureRequest)
-        .where(
-            FeatureRequest.status == RequestStatus.PROCESSING,
-            func.greatest(
-                FeatureRequest.updated_at, func.coalesce(last_word, FeatureRequest.updated_at)
-            )
-            < cutoff,
-            ~dispatch_pending,
-        )
-        .order_by(FeatureRequest.id)
-        .limit(100)
-        # Several replicas may sweep at once; each request is failed by exactly one.
-        .with_for_update(skip_locked=True, of=FeatureRequest)
-    )
-    minutes = max(round(timeout.total_seconds() / 60), 1)
-    failed: list[str] = []
-    async with services.session_factory.begin() as session:
-        for row in (await session.scalars(silent)).all():
-            row = await FeatureRequestRepository(session).update_status(
-                row.request_id, RequestStatus.ERROR, task_status=TaskStatus.ERROR
-            )
-            message = await RequestMessagesRepository(session).add_error(
-                row.request_id,
-                "RUNNER_TIMEOUT",
-                f"No word from the runner for {minutes} minute{'s' if minutes != 1 else ''}: "
-                "the run is treated as failed. Press Retry to try again.",
-            )
-            await events.request_changed(
-                services, session, row, message=message, status_changed=True
-            )
-            failed.append(row.request_id)
-        still_processing = await session.scalar(
-            select(func.count())
-            .select_from(FeatureRequest)
-            .where(FeatureRequest.status == RequestStatus.PROCESSING)
-        )
-        if still_processing:
-            await ensure_watchdog(services, session)
-    if failed:
-        log.warning("runner watchdog failed %d silent request(s): %s", len(failed), failed)
-    return failed
-
-
-async def run_watchdog(services: Services, job: ClaimedJob) -> None:
-    """The `runner_watchdog` job."""
-    await sweep_silent_runs(services)
-
-
-def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """The dispatch and watchdog job kinds."""
-    return {
-        DISPATCH_JOB: JobHandler(
-            run=run_dispatch,
-            on_exhausted=dispatch_exhausted,
-            timeout_s=RUNNER_TIMEOUT_S + TRACKING_ISSUE_WAIT_S + 10,
-        ),
-        WATCHDOG_JOB: JobHandler(run=run_watchdog, timeout_s=60),
-    }
+    def job_handlers(self) -> dict[str, JobHandler]:
+        """The dispatch and watchdog job kinds."""
+        return {
+            DISPATCH_JOB: JobHandler(
+                run=self.run_dispatch,
+                on_exhausted=self.dispatch_exhausted,
+                timeout_s=RUNNER_TIMEOUT_S + TRACKING_ISSUE_WAIT_S + 10,
+            ),
+            WATCHDOG_JOB: JobHandler(run=self.run_watchdog, timeout_s=60),
+        }

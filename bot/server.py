@@ -3,41 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select, text
 
+from bot import github, slack
+from bot.api.app import PREFIX as API_PREFIX
+from bot.api.app import build_api
+from bot.app import Clarity
 from bot.services import Services
-from bot.workers import WorkerPool, job_registry
-from storage.models import FeatureRequest
+from bot.workers import WorkerPool
+from storage.engine import ping
+from storage.repositories import FeatureRequestRepository
 
 log = logging.getLogger(__name__)
 
 SERVICES_KEY = web.AppKey("services", Services)
+CLARITY_KEY = web.AppKey("clarity", Clarity)
 WORKERS_KEY = web.AppKey("workers", WorkerPool)
-
-FeatureSetup = Callable[[web.Application, Services], None]
-
-
-def feature_setups() -> list[FeatureSetup]:
-    """Each feature's `setup(app, services)`, in the order routes are added."""
-    from bot.api import setup as api_setup
-    from bot.github import setup as github_setup
-    from bot.slack import setup as slack_setup
-
-    return [slack_setup, api_setup, github_setup]
 
 
 async def healthz(request: web.Request) -> web.Response:
     """200 when the database answers `select 1`, else 503."""
     services = request.app[SERVICES_KEY]
     try:
-        async with asyncio.timeout(3), services.engine.connect() as conn:
-            await conn.execute(text("select 1"))
+        async with asyncio.timeout(3):
+            await ping(services.engine)
     except Exception as exc:
         log.warning("health check failed: %s", exc)
         return web.json_response(
@@ -51,13 +46,9 @@ async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     try:
         async with asyncio.timeout(3), services.session_factory() as session:
-            rows = (
-                await session.execute(
-                    select(FeatureRequest.status, func.count()).group_by(FeatureRequest.status)
-                )
-            ).all()
+            counts = await FeatureRequestRepository(session).count_by_status()
         services.metrics.requests_by_status.clear()
-        for status, count in rows:
+        for status, count in counts.items():
             services.metrics.requests_by_status.labels(status.value).set(count)
     except Exception:
         log.warning("metrics: could not read request counts", exc_info=True)
@@ -88,36 +79,47 @@ async def observe(
         )
 
 
-def build_app(
-    services: Services,
-    *,
-    run_workers: bool | None = None,
-    features: list[FeatureSetup] | None = None,
-) -> web.Application:
+def build_web_app(clarity: Clarity, *, run_workers: bool | None = None) -> web.Application:
     """The aiohttp application with every route; workers start with it unless told not to."""
+    services = clarity.services
     app = web.Application(middlewares=[observe], client_max_size=1024**2)
     app[SERVICES_KEY] = services
+    app[CLARITY_KEY] = clarity
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    for setup in feature_setups() if features is None else features:
-        setup(app, services)
+    slack.setup(app, clarity.slack)
+    app.add_subapp(API_PREFIX, build_api(clarity.api))
+    github.setup(app, services, clarity.lifecycle)
 
-    pool = WorkerPool(
-        services,
-        job_registry(services),
-        concurrency=services.settings.clarity_workers,
-    )
+    pool = WorkerPool(services, clarity.jobs, concurrency=services.settings.clarity_workers)
     app[WORKERS_KEY] = pool
     start = services.settings.clarity_run_workers if run_workers is None else run_workers
 
     async def on_startup(_: web.Application) -> None:
+        if not clarity.dispatcher.configured:
+            log.warning(
+                "no runner is configured (RUNNER_URL is not set): requests will be recorded "
+                "and answered with an error saying so"
+            )
+        # The sweeps re-queue themselves; this covers a database that has none queued (any
+        # replica's workers run them).
+        try:
+            await clarity.dispatcher.seed_watchdog()
+            if start:
+                await clarity.maintenance.schedule(delay=dt.timedelta(minutes=1))
+        except Exception:
+            log.warning("could not queue the watchdog and maintenance jobs", exc_info=True)
         if start:
             pool.start()
 
+    async def on_shutdown(_: web.Application) -> None:
+        await clarity.activity.close()
+
     async def on_cleanup(_: web.Application) -> None:
         await pool.stop()
-        await services.close()
+        await clarity.close()
 
     app.on_startup.append(on_startup)
+    app.on_shutdown.append(on_shutdown)
     app.on_cleanup.append(on_cleanup)
     return app

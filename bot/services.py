@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -30,8 +29,6 @@ class Services:
     metrics: Metrics = field(default_factory=Metrics)
     cipher: Cipher | None = None
     http: aiohttp.ClientSession | None = None
-    # Feature modules keep their long-lived clients here (Slack web client, GitHub client).
-    extras: dict[str, Any] = field(default_factory=dict)
 
     def require_cipher(self) -> Cipher:
         """The cipher, or a clear error naming ENCRYPTION_KEY."""

@@ -41,7 +41,9 @@ class Settings(BaseSettings):
     # Beyond the DESIGN.md contract: operational knobs, all optional.
     clarity_data_dir: Path | None = None
     clarity_public_url: str | None = Field(
-        default=None, description="Base URL agents use to reach the side-API"
+        default=None,
+        description="The server's public base URL: agents get <it>/api, Slack links "
+        "<it>/requests/<id>",
     )
     clarity_admin_user_ids: str = ""
     clarity_allowed_slack_users: str = ""
@@ -53,11 +55,23 @@ class Settings(BaseSettings):
     clarity_job_token_ttl_s: int = 6 * 3600
     clarity_workers: int = 2
     clarity_run_workers: bool = True
+    # How long finished jobs and remembered inbound delivery ids are kept (default 7 days).
+    clarity_job_retention_s: int = 7 * 86400
+    clarity_delivery_retention_s: int = 7 * 86400
 
     @field_validator("slack_api_url")
     @classmethod
     def _trailing_slash(cls, v: str) -> str:
         return v if v.endswith("/") else v + "/"
+
+    @field_validator("clarity_public_url")
+    @classmethod
+    def _public_base(cls, v: str | None) -> str | None:
+        # The README once said "the side-API's URL", so `…/api` is accepted and means the base.
+        if not v:
+            return None
+        base = v.rstrip("/")
+        return base[: -len("/api")] if base.endswith("/api") else base
 
     @field_validator("github_api_url")
     @classmethod

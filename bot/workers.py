@@ -1,6 +1,7 @@
 """Job workers: claim due jobs from PostgreSQL, run their handler, retry with backoff.
 
-A handler is a plain async function of (services, job). It raises RetryLater to be run
+A handler is a plain async function of the job, bound to its feature when the app is wired
+(bot.app gathers every kind in one registry). It raises RetryLater to be run
 again after a delay (e.g. a 429's Retry-After), PermanentJobError to stop at once, and any
 other exception to be retried with exponential backoff until max_attempts; then the kind's
 `on_exhausted` hook runs (e.g. the request goes to `error` with a Retry button).
@@ -20,11 +21,19 @@ from dataclasses import dataclass
 
 from bot.services import Services
 from storage import jobs
+from storage.errors import is_database_down
 from storage.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
 
-JobFn = Callable[[Services, ClaimedJob], Awaitable[None]]
+JobFn = Callable[[ClaimedJob], Awaitable[None]]
+
+# A claimed job is leased for LEASE_S and the lease renewed every HEARTBEAT_S while it runs,
+# so a job held by a worker that died is picked up again within about LEASE_S + the
+# janitor's period, however long the job itself may take.
+LEASE_S = 10.0
+HEARTBEAT_S = 3.0
+JANITOR_S = 5.0
 
 
 class RetryLater(Exception):
@@ -61,14 +70,6 @@ class Backoff:
         return float(ceiling / 2 + random.uniform(0, ceiling / 2))  # noqa: S311 - jitter
 
 
-def job_registry(services: Services) -> dict[str, JobHandler]:
-    """Every job kind's handler, gathered from the feature modules."""
-    registry: dict[str, JobHandler] = {}
-    for provider in services.extras.get("job_providers", []):
-        registry.update(provider(services))
-    return registry
-
-
 class WorkerPool:
     """N concurrent workers in this process, woken by NOTIFY and a poll interval."""
 
@@ -81,6 +82,9 @@ class WorkerPool:
         poll_interval_s: float = 1.0,
         backoff: Backoff | None = None,
         worker_id: str | None = None,
+        lease_s: float = LEASE_S,
+        heartbeat_s: float = HEARTBEAT_S,
+        janitor_s: float = JANITOR_S,
     ) -> None:
         self.services = services
         self.handlers = handlers
@@ -88,6 +92,10 @@ class WorkerPool:
         self.poll_interval_s = poll_interval_s
         self.backoff = backoff or Backoff()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.lease = dt.timedelta(seconds=lease_s)
+        self.heartbeat_s = heartbeat_s
+        self.janitor_s = janitor_s
+        self._database_down = False
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -101,14 +109,7 @@ class WorkerPool:
         sf = self.services.session_factory
         handler_kinds = list(self.handlers)
         async with sf.begin() as session:
-            job = await jobs.claim(
-                session,
-                self.worker_id,
-                lease=dt.timedelta(seconds=max(h.timeout_s for h in self.handlers.values()) + 30)
-                if self.handlers
-                else dt.timedelta(seconds=90),
-                kinds=handler_kinds,
-            )
+            job = await jobs.claim(session, self.worker_id, lease=self.lease, kinds=handler_kinds)
         if job is None:
             return False
         await self._execute(job)
@@ -118,9 +119,10 @@ class WorkerPool:
         handler = self.handlers[job.kind]
         metrics = self.services.metrics
         sf = self.services.session_factory
+        heartbeat = asyncio.create_task(self._heartbeat(job))
         try:
             async with asyncio.timeout(handler.timeout_s):
-                await handler.run(self.services, job)
+                await handler.run(job)
         except RetryLater as exc:
             await self._retry(job, handler, str(exc), at_least_s=exc.delay)
         except PermanentJobError as exc:
@@ -139,6 +141,19 @@ class WorkerPool:
             async with sf.begin() as session:
                 await jobs.complete(session, job.id, self.worker_id)
             metrics.jobs.labels(job.kind, "done").inc()
+        finally:
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+
+    async def _heartbeat(self, job: ClaimedJob) -> None:
+        """Renew the job's lease while it runs (a failed renewal is tried again next beat)."""
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            try:
+                async with self.services.session_factory.begin() as session:
+                    await jobs.extend_lease(session, job.id, self.worker_id, self.lease)
+            except Exception as exc:
+                log.debug("lease renewal of job %s failed: %s", job.id, exc)
 
     async def _retry(
         self, job: ClaimedJob, handler: JobHandler, error: str, *, at_least_s: float = 0.0
@@ -161,7 +176,7 @@ class WorkerPool:
         log.error("job %s (%s) failed for good: %s", job.id, job.kind, error)
         if handler.on_exhausted is not None:
             try:
-                await handler.on_exhausted(self.services, job)
+                await handler.on_exhausted(job)
             except Exception:
                 log.exception("on_exhausted of job %s (%s) failed", job.id, job.kind)
                 self.services.metrics.errors.labels(f"job_exhausted:{job.kind}").inc()
@@ -180,14 +195,36 @@ class WorkerPool:
 
     # --- the loop -----------------------------------------------------------------------
 
+    def _database_state(self, error: BaseException | None) -> None:
+        """Say once that the database went away, and once that it is back."""
+        down = error is not None and is_database_down(error)
+        if down and not self._database_down:
+            log.warning("job workers: the database is unreachable (%s); backing off", error)
+        elif not down and self._database_down:
+            log.info("job workers: the database is reachable again")
+        self._database_down = down
+
     async def _loop(self) -> None:
+        failures = 0
         while not self._stopping.is_set():
             try:
-                if await self.run_one():
-                    continue
-            except Exception:
-                log.exception("worker loop error")
+                ran = await self.run_one()
+            except Exception as exc:
+                self._database_state(exc)
+                if not self._database_down:
+                    log.exception("worker loop error")
                 self.services.metrics.errors.labels("worker").inc()
+                failures += 1
+                # Back off (up to 30 s) while something is wrong, instead of spinning.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(30.0, 0.5 * 2 ** min(failures, 6))):
+                        await self._stopping.wait()
+                continue
+            if failures or self._database_down:
+                self._database_state(None)
+            failures = 0
+            if ran:
+                continue
             self._wake.clear()
             if self._stopping.is_set():  # stop() may have set _wake just before the clear
                 break
@@ -200,14 +237,22 @@ class WorkerPool:
             try:
                 if await self.recover():
                     self._wake.set()
-            except Exception:
-                log.exception("job recovery failed")
+            except Exception as exc:
+                if not is_database_down(exc):
+                    log.exception("job recovery failed")
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(15):
+                async with asyncio.timeout(self.janitor_s):
                     await self._stopping.wait()
 
     async def _listen(self) -> None:
-        """LISTEN for enqueue notifications so idle workers react at once."""
+        """LISTEN for enqueue notifications so idle workers react at once (reconnecting)."""
+        while not self._stopping.is_set():
+            await self._listen_once()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._stopping.wait()
+
+    async def _listen_once(self) -> None:
         try:
             async with self.services.engine.connect() as conn:
                 raw = await conn.get_raw_connection()
@@ -224,8 +269,9 @@ class WorkerPool:
                 finally:
                     with contextlib.suppress(Exception):
                         await driver.remove_listener(jobs.NOTIFY_CHANNEL, on_notify)
-        except Exception:
-            log.warning("job notifications unavailable; polling only", exc_info=True)
+        except Exception as exc:
+            self.listening.clear()
+            log.debug("job notifications unavailable for now (%s); polling", exc)
 
     def start(self) -> None:
         """Start the workers as background tasks of the running loop."""

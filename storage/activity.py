@@ -18,8 +18,9 @@ from sqlalchemy import Integer, Text, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from storage.errors import DB_ERRORS, InsertError, translate
-from storage.jobs import BARRIER_SUFFIX, NOTIFY_CHANNEL, CoalescedJob
+from storage.jobs import BARRIER_SUFFIX, CoalescedJob, queue_jobs_sql
 from storage.models import AGENT_MESSAGE_TYPES, JOB_MAX_ATTEMPTS, MessageSource, UTCDateTime
+from storage.request_events import REQUEST_EVENTS_CHANNEL
 
 _AGENT_TYPES = frozenset(t.value for t in AGENT_MESSAGE_TYPES)
 
@@ -64,31 +65,33 @@ _RECORD = (
         FROM posts p JOIN found f ON f.request_id = p.request_id
         ORDER BY p.n
         RETURNING id, request_id, created_at
+    ), announced AS (
+        SELECT pg_notify(CAST(:events AS text), f.request_id) FROM found f
     ), barrier AS (
         SELECT s.request_id,
                pg_advisory_xact_lock_shared(
                    hashtext(CAST(:prefix AS text) || s.request_id || CAST(:suffix AS text)))
-        FROM (SELECT request_id FROM found WHERE in_slack ORDER BY request_id) s
-    ), queued AS (
-        INSERT INTO clarity_jobs (kind, payload, request_id, dedupe_key, run_at, max_attempts)
-        SELECT CAST(:kind AS text), jsonb_build_object('requestId', b.request_id),
-               b.request_id, CAST(:prefix AS text) || b.request_id,
-               now() + make_interval(secs => CAST(:delay_s AS float8)),
-               CAST(:max_attempts AS int)
-        FROM barrier b
-        ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
-        RETURNING kind
-    ), notified AS (
-        SELECT pg_notify(CAST(:channel AS text), min(kind)) FROM queued HAVING count(*) > 0
-    )
+        FROM (SELECT request_id FROM found WHERE in_slack AND CAST(:kind AS text) <> ''
+              ORDER BY request_id) s
+    ),"""
+        + queue_jobs_sql(
+            """SELECT 0 AS n, CAST(:kind AS text) AS kind,
+                   jsonb_build_object('requestId', b.request_id) AS payload,
+                   b.request_id, CAST(:prefix AS text) || b.request_id AS dedupe_key,
+                   CAST(:delay_s AS float8) AS delay_s, CAST(:max_attempts AS int) AS max_attempts
+            FROM barrier b"""
+        )
+        + """
     SELECT i.id, i.request_id, i.created_at
-    FROM inserted i LEFT JOIN notified ON true
+    FROM inserted i
+    LEFT JOIN notified ON true
+    LEFT JOIN (SELECT count(*) AS sent FROM announced) a ON true
     ORDER BY i.id
     """
     )
     .bindparams(
         bindparam("source", MessageSource.SYSTEM.value),
-        bindparam("channel", NOTIFY_CHANNEL),
+        bindparam("events", REQUEST_EVENTS_CHANNEL),
     )
     .columns(id=Integer, request_id=Text, created_at=UTCDateTime)
 )
@@ -99,9 +102,10 @@ async def record_activity(
     posts: Sequence[ActivityPost],
     *,
     actor: tuple[str, str],
-    job: CoalescedJob,
+    job: CoalescedJob | None,
 ) -> list[RecordedMessage | None]:
-    """Record `posts` and queue `job` for each of their requests that has a Slack channel.
+    """Record `posts`, announce their requests, and queue `job` (if any) for each of their
+    requests that has a Slack channel.
 
     One statement, atomic by itself (run it in autocommit or inside a transaction). The
     answer is in the order of `posts`: None for a post whose request does not exist.
@@ -125,11 +129,11 @@ async def record_activity(
         "rows": json.dumps(rows, ensure_ascii=False, separators=(",", ":")),
         "actor_id": actor[0],
         "actor_name": actor[1],
-        "kind": job.kind,
-        "prefix": job.key_prefix,
+        "kind": job.kind if job else "",
+        "prefix": job.key_prefix if job else "",
         "suffix": BARRIER_SUFFIX,
-        "delay_s": float(job.delay_s),
-        "max_attempts": job.max_attempts or JOB_MAX_ATTEMPTS,
+        "delay_s": float(job.delay_s) if job else 0.0,
+        "max_attempts": (job.max_attempts if job else None) or JOB_MAX_ATTEMPTS,
     }
     try:
         recorded = (await conn.execute(_RECORD, params)).all()

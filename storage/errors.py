@@ -134,3 +134,19 @@ def translate(exc: BaseException, operation: type[StorageError], message: str) -
     ):
         return DatabaseUnavailableError(f"{message}: database unavailable", cause=exc)
     return operation(f"{message}: {type(exc).__name__}", cause=exc)
+
+
+def is_database_down(error: BaseException) -> bool:
+    """Whether an error (or one it was raised from) means the database is unreachable."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DatabaseUnavailableError):
+            return True
+        if not isinstance(current, StorageError) and isinstance(
+            translate(current, QueryError, ""), DatabaseUnavailableError
+        ):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from storage.errors import DB_ERRORS, InsertError, QueryError, UpdateError, translate
+from storage.errors import DB_ERRORS, DeleteError, InsertError, QueryError, UpdateError, translate
 from storage.models import JOB_MAX_ATTEMPTS, Job, utcnow
 
 NOTIFY_CHANNEL = "clarity_jobs"
@@ -41,44 +41,6 @@ class ClaimedJob:
     @property
     def last_attempt(self) -> bool:
         return self.attempts >= self.max_attempts
-
-
-async def enqueue(
-    session: AsyncSession,
-    kind: str,
-    payload: dict[str, Any],
-    *,
-    request_id: str | None = None,
-    dedupe_key: str | None = None,
-    delay: dt.timedelta | None = None,
-    max_attempts: int | None = None,
-) -> int | None:
-    """Queue a job in the caller's transaction; None when a queued job has the same key."""
-    values: dict[str, Any] = {
-        "kind": kind,
-        "payload": payload,
-        "request_id": request_id,
-        "dedupe_key": dedupe_key,
-    }
-    if delay is not None:
-        values["run_at"] = utcnow() + delay
-    if max_attempts is not None:
-        values["max_attempts"] = max_attempts
-    stmt = insert(Job).values(**values)
-    if dedupe_key is not None:
-        stmt = stmt.on_conflict_do_nothing(
-            index_elements=[Job.dedupe_key], index_where=text("status = 'queued'")
-        )
-    try:
-        job_id = await session.scalar(stmt.returning(Job.id))
-        if job_id is not None:
-            # Delivered at commit: idle workers wake at once instead of at their next poll.
-            await session.execute(
-                text("SELECT pg_notify(:c, :k)"), {"c": NOTIFY_CHANNEL, "k": kind}
-            )
-    except DB_ERRORS as exc:
-        raise translate(exc, InsertError, f"enqueueing {kind} job") from exc
-    return job_id
 
 
 @dataclass(frozen=True)
@@ -130,29 +92,58 @@ class CoalescedJob:
 BARRIER_SUFFIX = ":changes"
 
 
-# One statement text for any batch size: compiled and prepared once, not once per size. The
-# rows arrive as one JSON array and are inserted in its order (`n`); the NOTIFY is part of
-# the same statement, sent once, and only when something was inserted.
-_ENQUEUE_MANY = text(
-    f"""
-    WITH inserted AS (
+def queue_jobs_sql(rows: str) -> str:
+    """The CTEs `queued` and `notified` that insert the job rows `rows` selects and NOTIFY.
+
+    `rows` is a query (usable as a CTE body) yielding n, kind, payload, request_id,
+    dedupe_key, delay_s and max_attempts. Rows are inserted in `n` order; a row whose key a
+    queued job already has is absorbed by it (coalescing); the NOTIFY is sent once, and only
+    when something was inserted. Every way of queueing jobs goes through this one text:
+    `enqueue`, `enqueue_many` (Slack intake) and agent activity (storage.activity).
+    """
+    return f"""
+    job_rows AS ({rows}),
+    queued AS (
         INSERT INTO clarity_jobs (kind, payload, request_id, dedupe_key, run_at, max_attempts)
         SELECT r.kind, r.payload, r.request_id, r.dedupe_key,
                now() + make_interval(secs => coalesce(r.delay_s, 0)),
                coalesce(r.max_attempts, {JOB_MAX_ATTEMPTS})
-        FROM jsonb_to_recordset(:rows) AS r(
-            n int, kind text, payload jsonb, request_id text, dedupe_key text,
-            delay_s float8, max_attempts int)
+        FROM job_rows r
         ORDER BY r.n
         ON CONFLICT (dedupe_key) WHERE status = 'queued' DO NOTHING
         RETURNING id, dedupe_key, kind
     ), notified AS (
-        SELECT pg_notify(:channel, string_agg(DISTINCT kind, ',')) AS sent
-        FROM inserted HAVING count(*) > 0
+        SELECT pg_notify('{NOTIFY_CHANNEL}', string_agg(DISTINCT kind, ',')) AS sent
+        FROM queued HAVING count(*) > 0
+    )"""
+
+
+# One statement text for any batch size: compiled and prepared once, not once per size. The
+# rows arrive as one JSON array and are inserted in its order (`n`).
+_ENQUEUE_MANY = text(
+    "WITH "
+    + queue_jobs_sql(
+        """SELECT * FROM jsonb_to_recordset(:rows) AS r(
+            n int, kind text, payload jsonb, request_id text, dedupe_key text,
+            delay_s float8, max_attempts int)"""
     )
-    SELECT inserted.id, inserted.dedupe_key FROM inserted, notified
-    """
-).bindparams(bindparam("rows", type_=JSONB), bindparam("channel", NOTIFY_CHANNEL))
+    + " SELECT queued.id, queued.dedupe_key FROM queued LEFT JOIN notified ON true"
+).bindparams(bindparam("rows", type_=JSONB))
+
+
+async def enqueue(
+    session: AsyncSession | AsyncConnection,
+    kind: str,
+    payload: dict[str, Any],
+    *,
+    request_id: str | None = None,
+    dedupe_key: str | None = None,
+    delay: dt.timedelta | None = None,
+    max_attempts: int | None = None,
+) -> int | None:
+    """Queue one job in the caller's transaction; None when a queued job has the same key."""
+    new = NewJob(kind, payload, request_id, dedupe_key, delay, max_attempts)
+    return (await enqueue_many(session, [new]))[0]
 
 
 async def enqueue_many(
@@ -374,3 +365,40 @@ async def next_due_in(session: AsyncSession) -> dt.timedelta | None:
     if run_at is None:
         return None
     return max(run_at - utcnow(), dt.timedelta(0))
+
+
+async def has_pending(session: AsyncSession, kind: str, request_id: str) -> bool:
+    """Whether a job of `kind` for the request is queued or running."""
+    try:
+        found = await session.scalar(
+            select(Job.id)
+            .where(
+                Job.kind == kind,
+                Job.request_id == request_id,
+                Job.status.in_(["queued", "running"]),
+            )
+            .limit(1)
+        )
+    except DB_ERRORS as exc:
+        raise translate(exc, QueryError, "looking for pending jobs") from exc
+    return found is not None
+
+
+async def last_error(session: AsyncSession, job_id: int) -> str | None:
+    """What the job's latest failed try said."""
+    try:
+        return await session.scalar(select(Job.last_error).where(Job.id == job_id))
+    except DB_ERRORS as exc:
+        raise translate(exc, QueryError, "reading a job") from exc
+
+
+async def prune_finished(session: AsyncSession, older_than: dt.timedelta) -> int:
+    """Delete done and failed jobs that finished more than `older_than` ago."""
+    stmt = delete(Job).where(
+        Job.status.in_(["done", "failed"]), Job.finished_at < utcnow() - older_than
+    )
+    try:
+        result = await session.execute(stmt)
+    except DB_ERRORS as exc:
+        raise translate(exc, DeleteError, "pruning finished jobs") from exc
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import socket
 
 import pytest
 from sqlalchemy import event, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from bot.maintenance import Maintenance
 from bot.services import Services
 from bot.settings import Settings
 from bot.workers import Backoff, JobHandler, PermanentJobError, RetryLater, WorkerPool
 from storage import jobs
 from storage.deliveries import claim_delivery, delivery_seen
+from storage.engine import create_engine, create_session_factory
 from storage.jobs import ClaimedJob
 from storage.models import Job
 
@@ -86,11 +89,11 @@ async def test_worker_retries_with_backoff_then_exhausts(services: Services) -> 
     calls: list[int] = []
     exhausted: list[ClaimedJob] = []
 
-    async def flaky(_: Services, job: ClaimedJob) -> None:
+    async def flaky(job: ClaimedJob) -> None:
         calls.append(job.attempts)
         raise ConnectionError("runner down")
 
-    async def give_up(_: Services, job: ClaimedJob) -> None:
+    async def give_up(job: ClaimedJob) -> None:
         exhausted.append(job)
 
     pool = WorkerPool(
@@ -108,7 +111,7 @@ async def test_worker_retries_with_backoff_then_exhausts(services: Services) -> 
 
 
 async def test_retry_later_reschedules(services: Services) -> None:
-    async def limited(_: Services, job: ClaimedJob) -> None:
+    async def limited(job: ClaimedJob) -> None:
         raise RetryLater("429", delay=120)
 
     pool = WorkerPool(services, {"k": JobHandler(run=limited)}, backoff=Backoff(base_s=0))
@@ -121,7 +124,7 @@ async def test_retry_later_reschedules(services: Services) -> None:
 
 
 async def test_permanent_error_fails_at_once(services: Services) -> None:
-    async def broken(_: Services, job: ClaimedJob) -> None:
+    async def broken(job: ClaimedJob) -> None:
         raise PermanentJobError("bad payload")
 
     pool = WorkerPool(services, {"k": JobHandler(run=broken)}, backoff=Backoff(base_s=0))
@@ -135,7 +138,7 @@ async def test_permanent_error_fails_at_once(services: Services) -> None:
 async def test_job_of_a_dead_worker_is_picked_up_again(services: Services) -> None:
     ran: list[int] = []
 
-    async def ok(_: Services, job: ClaimedJob) -> None:
+    async def ok(job: ClaimedJob) -> None:
         ran.append(job.id)
 
     async with services.session_factory.begin() as session:
@@ -158,7 +161,7 @@ async def test_job_of_a_dead_worker_is_picked_up_again(services: Services) -> No
 async def test_background_workers_wake_on_notify(services: Services) -> None:
     done = asyncio.Event()
 
-    async def ok(_: Services, job: ClaimedJob) -> None:
+    async def ok(job: ClaimedJob) -> None:
         done.set()
 
     pool = WorkerPool(
@@ -256,3 +259,116 @@ async def test_delivery_seen_does_not_claim(session_factory: Factory) -> None:
         assert await claim_delivery(session, "slack_action", "click1") is True
         assert await delivery_seen(session, "slack_action", "click1") is True
         assert await delivery_seen(session, "slack_view", "click1") is False
+
+
+async def test_a_long_job_keeps_its_short_lease_while_its_worker_lives(services: Services) -> None:
+    # The lease is short (a dead worker's job comes back fast) and renewed while the job runs.
+    release = asyncio.Event()
+    started = asyncio.Event()
+    leases: list[dt.datetime] = []
+
+    async def locked_until(job_id: int) -> dt.datetime:
+        async with services.session_factory() as session:
+            value = await session.scalar(select(Job.locked_until).where(Job.id == job_id))
+        assert value is not None
+        return value
+
+    async def long(job: ClaimedJob) -> None:
+        started.set()
+        await release.wait()
+
+    pool = WorkerPool(
+        services,
+        {"k": JobHandler(run=long, timeout_s=600)},
+        backoff=Backoff(base_s=0),
+        lease_s=5,
+        heartbeat_s=0.05,
+    )
+    async with services.session_factory.begin() as session:
+        job_id = await jobs.enqueue(session, "k", {})
+    assert job_id is not None
+    running = asyncio.create_task(pool.run_one())
+    async with asyncio.timeout(10):
+        await started.wait()
+        leases.append(await locked_until(job_id))
+        # The heartbeat moves the lease forward; nobody else may take the job meanwhile.
+        while (await locked_until(job_id)) <= leases[0]:  # noqa: ASYNC110 - polls the row
+            await asyncio.sleep(0.05)
+    assert leases[0] - jobs.utcnow() <= dt.timedelta(seconds=5)
+    assert await pool.recover() == 0
+    release.set()
+    assert await running
+    [job] = await _jobs(services.session_factory)
+    assert (job.status, job.attempts) == ("done", 1)
+
+
+def test_default_lease_brings_a_dead_workers_job_back_within_about_15_s(
+    services: Services,
+) -> None:
+    pool = WorkerPool(services, {})
+    assert pool.lease.total_seconds() + pool.janitor_s <= 15
+    assert pool.heartbeat_s * 3 <= pool.lease.total_seconds()
+
+
+async def test_workers_say_once_that_the_database_is_down(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    engine = create_engine(f"postgresql://u:p@127.0.0.1:{port}/db")
+    down = Services(
+        settings=Settings(_env_file=None),  # type: ignore[call-arg]
+        engine=engine,
+        session_factory=create_session_factory(engine),
+    )
+
+    async def never(job: ClaimedJob) -> None:
+        raise AssertionError("no job can be claimed")
+
+    pool = WorkerPool(down, {"k": JobHandler(run=never)}, concurrency=1, poll_interval_s=0.05)
+    caplog.set_level("DEBUG", logger="bot.workers")
+    pool.start()
+    try:
+        # Wait for several failed claims.
+        async with asyncio.timeout(20):
+            while down.metrics.errors.labels("worker")._value.get() < 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await pool.stop(timeout_s=5)
+        await engine.dispose()
+    records = [r for r in caplog.records if r.name == "bot.workers" and r.levelno >= 30]
+    assert [r.getMessage().split(" (")[0] for r in records] == [
+        "job workers: the database is unreachable"
+    ]
+    assert all(r.exc_info is None for r in records)
+
+
+async def test_finished_jobs_and_old_deliveries_are_pruned(services: Services) -> None:
+    async with services.session_factory.begin() as session:
+        old = await jobs.enqueue(session, "k", {})
+        recent = await jobs.enqueue(session, "k", {})
+        waiting = await jobs.enqueue(session, "k", {})
+        await claim_delivery(session, "slack_event", "Ev-old")
+        await claim_delivery(session, "slack_event", "Ev-new")
+        await session.execute(
+            update(Job)
+            .where(Job.id.in_([old, recent]))
+            .values(status="done", finished_at=jobs.utcnow())
+        )
+        await session.execute(
+            update(Job)
+            .where(Job.id.in_([old, waiting]))
+            .values(finished_at=jobs.utcnow() - dt.timedelta(days=30))
+        )
+        await session.execute(
+            text(
+                "UPDATE clarity_inbound_deliveries SET received_at = now() - interval '30 days'"
+                " WHERE delivery_id = 'Ev-old'"
+            )
+        )
+    assert await Maintenance(services).prune() == (1, 1)
+    assert [j.id for j in await _jobs(services.session_factory)] == [recent, waiting]
+    async with services.session_factory() as session:
+        assert await delivery_seen(session, "slack_event", "Ev-new")
+        assert not await delivery_seen(session, "slack_event", "Ev-old")

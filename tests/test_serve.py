@@ -16,7 +16,8 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.server import build_app
+from bot.app import build_app
+from bot.server import build_web_app
 from bot.services import Services
 from bot.settings import Settings
 from storage.engine import create_engine, create_session_factory
@@ -148,9 +149,11 @@ def test_serve_bad_database_url_is_one_line(url: str, expected: str) -> None:
 async def test_healthz_503_when_database_is_down() -> None:
     engine = create_engine(f"postgresql://u:p@127.0.0.1:{_free_port()}/db")
     services = Services(
-        settings=Settings(), engine=engine, session_factory=create_session_factory(engine)
+        settings=Settings(_env_file=None),
+        engine=engine,
+        session_factory=create_session_factory(engine),
     )
-    app = build_app(services, run_workers=False, features=[])
+    app = build_web_app(build_app(services.settings, services=services), run_workers=False)
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/healthz")
         assert response.status == 503
@@ -163,8 +166,9 @@ async def test_healthz_503_when_database_is_down() -> None:
 async def test_healthz_and_metrics_on_live_database(
     engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
 ) -> None:
-    services = Services(settings=Settings(), engine=engine, session_factory=session_factory)
-    app = build_app(services, run_workers=False, features=[])
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    services = Services(settings=settings, engine=engine, session_factory=session_factory)
+    app = build_web_app(build_app(settings, services=services), run_workers=False)
     async with TestClient(TestServer(app)) as client:
         response = await client.get("/healthz")
         assert response.status == 200
@@ -173,3 +177,102 @@ async def test_healthz_and_metrics_on_live_database(
         assert (
             'clarity_http_request_duration_seconds_count{route="/healthz",status="200"} 1.0' in text
         )
+
+
+def _one_error_line(result: subprocess.CompletedProcess[str]) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("clarity: error:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    return lines[0]
+
+
+def test_a_port_in_use_is_one_line_and_listening_is_never_claimed(db_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", "serve", "--port", str(port), "--no-workers"],
+            cwd=ROOT,
+            env=_env(DATABASE_URL=db_url, HOST="127.0.0.1"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    line = _one_error_line(result)
+    assert line.startswith(f"clarity: error: cannot listen on 127.0.0.1:{port}:"), line
+    assert "listening" not in result.stderr.lower().replace(line.lower(), "")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [("PORT", "abc"), ("CLARITY_WORKERS", "many"), ("CLARITY_RUN_WORKERS", "2")]
+)
+def test_a_bad_setting_is_one_line_naming_it(name: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "serve"],
+        cwd=ROOT,
+        env=_env(**{name: value}),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert _one_error_line(result).startswith(f"clarity: error: invalid setting {name}: ")
+    assert "pydantic" not in result.stderr
+
+
+def test_an_unreachable_database_reads_the_same_from_every_command() -> None:
+    url = f"postgresql://u:secretpw@127.0.0.1:{_free_port()}/db"
+    lines = []
+    for args in (["serve"], ["config", "show"], ["db", "check"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "bot", *args],
+            cwd=ROOT,
+            env=_env(DATABASE_URL=url),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 1, args
+        lines.append(_one_error_line(result))
+    for line in lines:
+        assert "cannot connect to PostgreSQL at 127.0.0.1:" in line, line
+        assert "postgresql+asyncpg" not in line and "secretpw" not in line
+
+
+def test_config_commands_use_the_embedded_database_of_serve_and_stop_it(data_dir: Path) -> None:
+    env = _env(CLARITY_DATA_DIR=str(data_dir))
+    stored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bot",
+            "config",
+            "set",
+            "claude",
+            "--api-key",
+            "sk-ant-test-0123456789",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert stored.returncode == 0, stored.stderr
+    # The PostgreSQL it started is stopped again.
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    shown = subprocess.run(
+        [sys.executable, "-m", "bot", "config", "show", "claude"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Same data folder and the same generated key: what was stored reads back (masked).
+    assert shown.returncode == 0, shown.stderr
+    assert '"apiKeyEncrypted": "sk-a' in shown.stdout and "0123456789" not in shown.stdout
+    assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+    assert (data_dir / "encryption.key").exists()

@@ -7,9 +7,10 @@ request's Slack progress update, committed on its own, like PostgreSQL's own gro
 A post waits for at most the write before its own (and a short gathering pause under
 load); alone, it is written at once.
 
-This is the one change that does not go through bot.events.request_changed: what it tells
-the destinations is fixed (Slack's coalesced progress job; GitHub never mirrors agent
-activity), so it is part of the same statement.
+This is the one change that does not go through the lifecycle's publish: what it tells the
+destinations is fixed (the coalesced job its subscribers declared, `RequestEvents.
+activity_job`; the dashboard's NOTIFY; GitHub never mirrors agent activity), so it is part
+of the same statement.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from dataclasses import dataclass
 
 from bot.api.models import MessageBody, MessageOut
 from bot.services import Services
-from bot.slack.notify import progress_job
 from storage.activity import ActivityPost, record_activity
 from storage.errors import NotFoundError
+from storage.jobs import CoalescedJob
 from storage.models import MessageSource, MessageType
 from storage.repositories.request_messages import SYSTEM_ACTOR
 
@@ -59,8 +60,9 @@ def _take_group(queue: list[_Post]) -> tuple[list[_Post], list[_Post]]:
 class ActivityWriter:
     """Writes agent_* messages in groups, one group at a time."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, *, job: CoalescedJob | None) -> None:
         self.services = services
+        self.job = job
         self._queue: list[_Post] = []
         self._writer: asyncio.Task[None] | None = None
         self._under_load = False
@@ -102,9 +104,7 @@ class ActivityWriter:
         async with self.services.engine.connect() as conn:
             # One statement, atomic by itself: no BEGIN and COMMIT round trips.
             autocommit = await conn.execution_options(isolation_level="AUTOCOMMIT")
-            recorded = await record_activity(
-                autocommit, posts, actor=SYSTEM_ACTOR, job=progress_job(self.services)
-            )
+            recorded = await record_activity(autocommit, posts, actor=SYSTEM_ACTOR, job=self.job)
         for post, stored, written in zip(group, posts, recorded, strict=True):
             if post.done.done():
                 continue
@@ -129,12 +129,3 @@ class ActivityWriter:
         """Let the group being written finish."""
         if self._writer is not None:
             await asyncio.gather(self._writer, return_exceptions=True)
-
-
-def activity_writer(services: Services) -> ActivityWriter:
-    """This process's writer (made on first use)."""
-    writer = services.extras.get("api_activity_writer")
-    if not isinstance(writer, ActivityWriter):
-        writer = ActivityWriter(services)
-        services.extras["api_activity_writer"] = writer
-    return writer

@@ -148,6 +148,16 @@ class MessageBody(WireModel):
         return v
 
 
+class ListQuery(WireModel):
+    """GET /api/requests query parameters."""
+
+    status: RequestStatus | None = None
+    repo: RepoName | None = None
+    origin: RequestOrigin | None = None
+    limit: int = Field(default=50, ge=1, le=200)
+    cursor: str | None = Field(default=None, max_length=200)
+
+
 # --- answers --------------------------------------------------------------------------
 
 
@@ -241,6 +251,13 @@ class RequestDetail(AnswerModel):
 
     request: RequestOut
     messages: list[MessageOut]
+
+
+class RequestList(AnswerModel):
+    """GET /api/requests: a page of requests, newest first."""
+
+    requests: list[RequestOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page")
 
 
 class GitHubTokenOut(AnswerModel):

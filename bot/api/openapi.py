@@ -34,6 +34,8 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
     for route in routes:
         if route.body is not None:
             wanted.append((route.body, "validation"))
+        if route.query is not None:
+            wanted.append((route.query, "validation"))
         wanted.append((route.answer, "serialization"))
     unique = list(dict.fromkeys(wanted))
     refs, schema = models_json_schema(unique, ref_template="#/components/schemas/{model}")
@@ -55,14 +57,30 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
                 **{
                     str(code): {"description": text, "content": error}
                     for code, text in _ERRORS.items()
-                    if (route.body is not None or code not in (400, 413, 422))
+                    if (
+                        route.body is not None
+                        or code not in (400, 413, 422)
+                        or (route.query is not None and code == 422)
+                    )
                     and ("{requestId}" in route.path or code not in (404, 409))
                 },
             },
         }
         if route.description:
             operation["description"] = route.description
-        if parameters := _parameters(route.path):
+        parameters = _parameters(route.path)
+        if route.query is not None:
+            query_schema = schema["$defs"][route.query.__name__]
+            for name, prop in query_schema.get("properties", {}).items():
+                parameters.append(
+                    {
+                        "name": name,
+                        "in": "query",
+                        "required": name in query_schema.get("required", []),
+                        "schema": prop,
+                    }
+                )
+        if parameters:
             operation["parameters"] = parameters
         if route.body is not None:
             operation["requestBody"] = {

@@ -10,15 +10,7 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel
 
-from bot.api import credentials
-from bot.api.activity import activity_writer
-from bot.api.feature_requests import (
-    InvalidInputError,
-    add_agent_message,
-    change_status,
-    create_request,
-    request_detail,
-)
+from bot.api.context import ApiContext
 from bot.api.http import (
     BODY_LIMIT,
     ApiError,
@@ -32,13 +24,17 @@ from bot.api.models import (
     ClaudeKeyOut,
     CreateRequestBody,
     GitHubTokenOut,
+    ListQuery,
     MessageBody,
     MessageOut,
     RequestDetail,
+    RequestList,
     RequestOut,
     StatusUpdateBody,
 )
 from bot.api.tokens import Principal, TokenAuthority, TokenError
+from bot.requests.actions import Actor, Filing, InvalidReportError, StatusReport
+from bot.requests.ids import parse_repo
 from bot.services import NotConfiguredError, Services
 from storage.errors import (
     DB_ERRORS,
@@ -49,7 +45,9 @@ from storage.errors import (
     translate,
 )
 from storage.lifecycle import FINAL
-from storage.repositories import FeatureRequestRepository
+from storage.models import MessageSource, MessageType
+from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+from storage.repositories.feature_requests import InvalidCursorError
 
 # Who may call a route: the global token only, or also a job token for the request in the
 # path ("request"), or a job token whose request is still live ("live").
@@ -60,11 +58,12 @@ Access = Literal["global", "request", "live"]
 class Call:
     """One authenticated call: what a route function gets."""
 
-    services: Services
+    context: ApiContext
     principal: Principal
     request_id: str
     body: BaseModel | None
     slots: asyncio.Semaphore
+    query: dict[str, str]
     # Bytes of the JSON body the call was parsed from.
     body_size: int = 0
 
@@ -85,6 +84,8 @@ class Route:
     status: int = 200
     body: type[BaseModel] | None = None
     description: str = ""
+    # Query parameters, validated like a body (GET routes).
+    query: type[BaseModel] | None = None
     # Whether the shell holds a database slot around the call (the function may do it).
     gated: bool = True
 
@@ -94,44 +95,88 @@ class Route:
 
 async def _create(call: Call) -> tuple[int, BaseModel]:
     assert isinstance(call.body, CreateRequestBody)
-    async with call.services.session_factory.begin() as session:
-        row = await create_request(call.services, session, call.body)
+    repo = parse_repo(call.body.repo)
+    if repo is None:
+        raise invalid("repo", "not a GitHub repository name (owner/name)")
+    filing = Filing(
+        origin=call.body.origin,
+        repo=repo,
+        description=call.body.description,
+        title=call.body.title,
+    )
+    actor = Actor("api", "side-API", MessageSource.WEB)
+    async with call.context.services.session_factory.begin() as session:
+        row = await call.context.lifecycle.file(session, filing, actor)
+    assert row is not None  # a fresh id never conflicts
     return 201, RequestOut.of(row)
 
 
+async def _list(call: Call) -> tuple[int, BaseModel]:
+    query = validate(ListQuery, call.query)
+    try:
+        async with call.context.services.session_factory() as session:
+            page = await FeatureRequestRepository(session).recent(
+                limit=query.limit,
+                cursor=query.cursor,
+                status=query.status,
+                repo=query.repo,
+                origin=query.origin,
+            )
+    except InvalidCursorError as exc:
+        raise invalid("cursor", "not a cursor this API gave out") from exc
+    return 200, RequestList.model_construct(
+        requests=[RequestOut.of(r) for r in page.items], next_cursor=page.next_cursor
+    )
+
+
 async def _detail(call: Call) -> tuple[int, BaseModel]:
-    async with call.services.session_factory() as session:
-        row, messages = await request_detail(session, call.request_id)
+    async with call.context.services.session_factory() as session:
+        row = await FeatureRequestRepository(session).get(call.request_id)
+        messages = await RequestMessagesRepository(session).get_thread(call.request_id)
     return 200, RequestDetail.model_construct(
         request=RequestOut.of(row), messages=[MessageOut.of(m) for m in messages]
     )
 
 
 async def _status(call: Call) -> tuple[int, BaseModel]:
-    assert isinstance(call.body, StatusUpdateBody)
-    async with call.services.session_factory.begin() as session:
-        row = await change_status(call.services, session, call.request_id, call.body)
+    body = call.body
+    assert isinstance(body, StatusUpdateBody)
+    report = StatusReport(
+        status=body.status,
+        pr_url=str(body.pr_url) if body.pr_url is not None else None,
+        pr_number=body.pr_number,
+        pr_branch_name=body.pr_branch_name,
+        cost_usd=body.cost_usd,
+        duration_ms=body.duration_ms,
+        error_code=body.error_code,
+        error_message=body.error_message,
+    )
+    async with call.context.services.session_factory.begin() as session:
+        row = await call.context.lifecycle.report_status(session, call.request_id, report)
     return 200, RequestOut.of(row)
 
 
 async def _message(call: Call) -> tuple[int, BaseModel]:
-    assert isinstance(call.body, MessageBody)
-    if call.body.type.startswith("agent_"):
+    body = call.body
+    assert isinstance(body, MessageBody)
+    if body.type.startswith("agent_"):
         # Group-committed by one writer, which needs no slot of its own per post.
-        writer = activity_writer(call.services)
-        return 201, await writer.add(call.request_id, call.body, size=call.body_size)
-    async with call.slots, call.services.session_factory.begin() as session:
-        message = await add_agent_message(call.services, session, call.request_id, call.body)
+        return 201, await call.context.activity.add(call.request_id, body, size=call.body_size)
+    metadata = body.metadata.to_json_dict() if body.metadata else None
+    async with call.slots, call.context.services.session_factory.begin() as session:
+        message = await call.context.lifecycle.agent_says(
+            session, call.request_id, MessageType(body.type), body.content, metadata
+        )
     return 201, MessageOut.of(message)
 
 
 async def _github(call: Call) -> tuple[int, BaseModel]:
-    token = await credentials.github_token(call.services)
+    token = await call.context.credentials.github_token()
     return 200, GitHubTokenOut(token=token.token, expires_at=token.expires_at)
 
 
 async def _claude(call: Call) -> tuple[int, BaseModel]:
-    return 200, ClaudeKeyOut(api_key=await credentials.claude_api_key(call.services))
+    return 200, ClaudeKeyOut(api_key=await call.context.credentials.claude_api_key())
 
 
 ROUTES: list[Route] = [
@@ -145,6 +190,17 @@ ROUTES: list[Route] = [
         201,
         CreateRequestBody,
         "Records the request and its initial_request message and queues its dispatch.",
+    ),
+    Route(
+        "GET",
+        "/requests",
+        _list,
+        "List requests, newest first",
+        "global",
+        RequestList,
+        description="Filters: status, repo (owner/name), origin. Pages of `limit` (default "
+        "50, at most 200); pass `nextCursor` back as `cursor` for the next page.",
+        query=ListQuery,
     ),
     Route(
         "GET",
@@ -199,6 +255,7 @@ ROUTES: list[Route] = [
 async def _authorize(
     services: Services, authority: TokenAuthority, route: Route, request: web.Request
 ) -> Principal:
+    """Who is calling, if they may call this route (401 otherwise)."""
     try:
         principal = authority.authenticate(request.headers.get("Authorization"))
     except TokenError as exc:
@@ -232,9 +289,10 @@ def database_slots(services: Services) -> int:
 
 
 def handler(
-    services: Services, authority: TokenAuthority, route: Route, slots: asyncio.Semaphore
+    context: ApiContext, authority: TokenAuthority, route: Route, slots: asyncio.Semaphore
 ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
     """The aiohttp handler for one route."""
+    services = context.services
 
     async def handle(request: web.Request) -> web.StreamResponse:
         # An announced oversize body is refused before anything else is done with it.
@@ -247,7 +305,13 @@ def handler(
                 raw = await read_body(request)
                 body, size = validate(route.body, parse_json(raw)), len(raw)
             call = Call(
-                services, principal, request.match_info.get("requestId", ""), body, slots, size
+                context,
+                principal,
+                request.match_info.get("requestId", ""),
+                body,
+                slots,
+                dict(request.query),
+                size,
             )
             if route.gated:
                 async with slots:
@@ -258,7 +322,7 @@ def handler(
             raise ApiError(404, "not_found", str(exc)) from exc
         except IllegalTransitionError as exc:
             raise ApiError(409, "conflict", str(exc)) from exc
-        except InvalidInputError as exc:
+        except InvalidReportError as exc:
             raise invalid(exc.field, exc.message) from exc
         except NotConfiguredError as exc:
             raise ApiError(503, "not_configured", str(exc)) from exc

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from github import Auth, GithubException, GithubIntegration
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.services import NotConfiguredError, Services
+from storage import locks
 from storage.models import ConfigType, utcnow
 from storage.repositories import AppConfigRepository
 from storage.schemas import GitHubConfig
@@ -26,11 +26,9 @@ from storage.schemas import GitHubConfig
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = dt.timedelta(minutes=5)
-# pg_advisory_xact_lock key: "clarity github token", any constant shared by all replicas.
-_TOKEN_LOCK = 0x636C_6774_6B6E
+# The advisory lock replicas take to refresh the installation token one at a time.
+_REFRESH_LOCK = "clarity:github-installation-refresh"
 HTTP_TIMEOUT_S = 15
-
-_EXTRAS_KEY = "github_app"
 
 
 @dataclass(frozen=True)
@@ -162,7 +160,7 @@ class GitHubApp:
                     if installation == creds.installation_id and cached.fresh():
                         return cached
                 # Replicas queue here; the first refreshes, the others find its token stored.
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _TOKEN_LOCK})
+                await locks.hold(session, _REFRESH_LOCK)
                 token = await self._stored_token(session, creds)
                 if token is None:
                     token = await self._fetch(creds)
@@ -209,15 +207,6 @@ class GitHubApp:
     def forget(self) -> None:
         """Drop the in-memory token (e.g. after GitHub said 401)."""
         self._cached = None
-
-
-def github_app(services: Services) -> GitHubApp:
-    """This process's GitHubApp (made on first use)."""
-    app = services.extras.get(_EXTRAS_KEY)
-    if not isinstance(app, GitHubApp):
-        app = GitHubApp(services)
-        services.extras[_EXTRAS_KEY] = app
-    return app
 
 
 async def webhook_secret(services: Services, session: AsyncSession) -> str | None:

@@ -12,7 +12,7 @@ from typing import TypeVar
 from github import Auth, Github, GithubException
 from github.Issue import Issue
 
-from bot.github.auth import HTTP_TIMEOUT_S, github_app
+from bot.github.auth import HTTP_TIMEOUT_S, GitHubApp
 from bot.services import Services
 from bot.workers import PermanentJobError, RetryLater
 
@@ -35,11 +35,12 @@ class IssueInfo:
 class GitHubRest:
     """Create issues and comments on any repository the installation can reach."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, app: GitHubApp) -> None:
         self.services = services
+        self.app = app
 
     async def _call(self, operation: str, fn: Callable[[Github], T]) -> T:
-        token = await github_app(self.services).token()
+        token = await self.app.token()
         settings = self.services.settings
 
         def run() -> T:
@@ -63,7 +64,7 @@ class GitHubRest:
         except GithubException as exc:
             calls.labels(operation, "error").inc()
             if exc.status == 401:
-                github_app(self.services).forget()
+                self.app.forget()
             raise
         calls.labels(operation, "ok").inc()
         return result
@@ -124,15 +125,6 @@ def _issue_info(issue: Issue) -> IssueInfo:
         labels=[label.name for label in issue.labels],
         author=issue.user.login if issue.user is not None else None,
     )
-
-
-def rest(services: Services) -> GitHubRest:
-    """The GitHub REST client of this process."""
-    client = services.extras.get("github_rest")
-    if not isinstance(client, GitHubRest):
-        client = GitHubRest(services)
-        services.extras["github_rest"] = client
-    return client
 
 
 def as_job_error(exc: GithubException) -> Exception:

@@ -1,8 +1,9 @@
 """Mirroring to GitHub: comments on a github_issue request's issue, and tracking issues.
 
-`enqueue_for_event` runs in the transaction of the change (bot.events.request_changed) and
-only queues jobs; the jobs call GitHub. Text is scrubbed of known secrets and cut to GitHub's
-comment limit when the job runs, so tokens fetched at run time are masked too.
+`GitHubNotifier.on_change` is subscribed to the lifecycle's changes and runs in the
+change's transaction, only queueing jobs; the jobs call GitHub. Text is scrubbed of known
+secrets and cut to GitHub's comment limit when the job runs, so tokens fetched at run time
+are masked too.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ import logging
 from typing import Any
 
 from github import GithubException
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import events
-from bot.github.auth import configured, github_app
-from bot.github.client import IssueInfo, as_job_error, rest
+from bot.github.auth import GitHubApp, configured
+from bot.github.client import GitHubRest, IssueInfo, as_job_error
+from bot.requests.actions import IssueRef, RequestLifecycle
+from bot.requests.events import RequestChange
 from bot.scrub import GITHUB_COMMENT_LIMIT, Scrubber, truncate
 from bot.services import NotConfiguredError, Services
 from bot.workers import JobHandler, PermanentJobError
-from storage import jobs
+from storage import jobs, locks
 from storage.deliveries import claim_delivery
 from storage.jobs import ClaimedJob
 from storage.lifecycle import FINAL
@@ -32,11 +33,7 @@ from storage.models import (
     RequestOrigin,
     RequestStatus,
 )
-from storage.repositories import (
-    AppConfigRepository,
-    FeatureRequestRepository,
-    RequestMessagesRepository,
-)
+from storage.repositories import AppConfigRepository, FeatureRequestRepository
 from storage.repositories.app_config import CONFIG_MODELS
 
 log = logging.getLogger(__name__)
@@ -66,13 +63,12 @@ def _duration(ms: int | None) -> str:
 
 
 def render(
-    services: Services,
+    label: str,
     request: FeatureRequest,
     message: RequestMessage | None,
     status_changed: bool,
 ) -> str | None:
     """The comment for a change of a github_issue request, or None when it gets none."""
-    label = services.settings.github_trigger_label
     if status_changed and request.status == RequestStatus.COMPLETED:
         return (
             f"✅ Done: {request.pr_url or 'the pull request'} was merged. "
@@ -128,62 +124,147 @@ async def enqueue_comment(
     )
 
 
-async def enqueue_for_event(
-    services: Services,
-    session: AsyncSession,
-    request: FeatureRequest,
-    *,
-    message: RequestMessage | None = None,
-    status_changed: bool = False,
-) -> None:
-    """Queue the GitHub side of a change: a tracking issue, or a comment on the issue."""
-    if message is not None and message.type.value.startswith("agent_"):
-        return  # the hot path: agent activity is never mirrored to GitHub
-    if (
-        request.origin == RequestOrigin.SLACK
-        and message is not None
-        and message.type == MessageType.INITIAL_REQUEST
-        and request.issue_number is None
-        and await configured(services, session)
-    ):
-        await jobs.enqueue(
-            session,
-            TRACKING_ISSUE_JOB,
-            {"requestId": request.request_id},
-            request_id=request.request_id,
-            dedupe_key=f"{TRACKING_ISSUE_JOB}:{request.request_id}",
+class GitHubNotifier:
+    """Mirrors request changes to GitHub: tracking issues and comments, through jobs."""
+
+    def __init__(
+        self,
+        services: Services,
+        app: GitHubApp,
+        rest: GitHubRest,
+        lifecycle: RequestLifecycle,
+    ) -> None:
+        self.services = services
+        self.app = app
+        self.rest = rest
+        self.lifecycle = lifecycle
+
+    async def on_change(self, session: AsyncSession, change: RequestChange) -> None:
+        """Queue the GitHub side of a change: a tracking issue, or a comment on the issue."""
+        request, message = change.request, change.message
+        if message is not None and message.type.value.startswith("agent_"):
+            return  # the hot path: agent activity is never mirrored to GitHub
+        if (
+            request.origin == RequestOrigin.SLACK
+            and message is not None
+            and message.type == MessageType.INITIAL_REQUEST
+            and request.issue_number is None
+            and await configured(self.services, session)
+        ):
+            await jobs.enqueue(
+                session,
+                TRACKING_ISSUE_JOB,
+                {"requestId": request.request_id},
+                request_id=request.request_id,
+                dedupe_key=f"{TRACKING_ISSUE_JOB}:{request.request_id}",
+            )
+            return
+        if request.origin != RequestOrigin.GITHUB_ISSUE or request.issue_number is None:
+            return
+        body = render(
+            self.services.settings.github_trigger_label, request, message, change.status_changed
         )
-        return
-    if request.origin != RequestOrigin.GITHUB_ISSUE or request.issue_number is None:
-        return
-    body = render(services, request, message, status_changed)
-    if body is not None:
-        await enqueue_comment(
-            session, request.repo, request.issue_number, body, request_id=request.request_id
-        )
+        if body is not None:
+            await enqueue_comment(
+                session, request.repo, request.issue_number, body, request_id=request.request_id
+            )
+
+    async def scrubber(self) -> Scrubber:
+        """A scrubber that knows every secret: settings, environment, app_config, live token."""
+        services = self.services
+        scrub = Scrubber(services.settings.known_secrets())
+        if services.cipher is not None:
+            async with services.session_factory() as session:
+                repo = AppConfigRepository(session, services.cipher)
+                for model in CONFIG_MODELS.values():
+                    try:
+                        stored = await repo.get(model)
+                    except Exception:
+                        log.warning("could not read stored %s secrets to scrub", model.__name__)
+                        continue
+                    for field in type(stored).SECRET_FIELDS if stored is not None else ():
+                        scrub.add(getattr(stored, field))
+        cached = self.app.cached_token()
+        if cached is not None:
+            scrub.add(cached)
+        return scrub
+
+    async def run_comment(self, job: ClaimedJob) -> None:
+        """The `github_comment` job: post one (scrubbed, size-limited) comment, once."""
+        payload: dict[str, Any] = job.payload
+        repo, number = str(payload["repo"]), int(payload["issueNumber"])
+        scrub = await self.scrubber()
+        marker = f"<!-- clarity:comment:{job.id} -->"
+        try:
+            # GitHub has no idempotency key: a try after the first may follow one whose
+            # comment was posted but whose answer was lost, so it looks for its marker first.
+            if job.attempts > 1 and await self.rest.find_comment(repo, number, marker) is not None:
+                log.info("comment of job %s was posted by an earlier try", job.id)
+                return
+            await self.rest.create_comment(
+                repo, number, marked(scrub(str(payload["body"])), marker)
+            )
+        except (GithubException, NotConfiguredError) as exc:
+            raise _github_failure(exc) from exc
+
+    async def open_tracking_issue(self, request_id: str) -> None:
+        """Open the tracking issue of a Slack request (once) and record it on the request."""
+        if not await self._tracking_issue_pending(request_id):
+            return
+        services = self.services
+        # A transaction-scoped advisory lock per request makes the job and an early dispatch
+        # that both try to open it take turns, so the second finds the issue recorded.
+        async with services.session_factory.begin() as guard:
+            await locks.hold(guard, f"{TRACKING_ISSUE_JOB}:{request_id}")
+            row = await FeatureRequestRepository(guard).find_by_request_id(request_id)
+            if row is None or row.issue_number is not None or row.status in FINAL:
+                return
+            scrub = await self.scrubber()
+            title = truncate(scrub(row.title or row.description.strip().splitlines()[0]), 250)
+            marker = f"<!-- clarity:request:{request_id} -->"
+            # Committed before GitHub is asked: when a later try finds it, an earlier one may
+            # have opened the issue and lost the answer, so it looks for the marker first.
+            async with services.session_factory.begin() as intent:
+                first_try = await claim_delivery(intent, INTENT, f"tracking-issue:{request_id}")
+            issue = None
+            if not first_try:
+                issue = await self.rest.find_issue(row.repo, marker, row.created_at - CLOCK_SKEW)
+            if issue is None:
+                issue = await self.rest.create_issue(
+                    row.repo, title, marked(scrub(_issue_body(row)), marker)
+                )
+            async with services.session_factory.begin() as session:
+                await self.lifecycle.tracking_issue_opened(session, request_id, _ref(issue))
+
+    async def _tracking_issue_pending(self, request_id: str) -> bool:
+        async with self.services.session_factory() as session:
+            return await jobs.has_pending(session, TRACKING_ISSUE_JOB, request_id)
+
+    async def run_tracking_issue(self, job: ClaimedJob) -> None:
+        """The `github_tracking_issue` job."""
+        try:
+            await self.open_tracking_issue(str(job.payload["requestId"]))
+        except (GithubException, NotConfiguredError) as exc:
+            raise _github_failure(exc) from exc
+
+    def job_handlers(self) -> dict[str, JobHandler]:
+        """Comment and tracking-issue jobs."""
+        return {
+            COMMENT_JOB: JobHandler(run=self.run_comment, timeout_s=60),
+            TRACKING_ISSUE_JOB: JobHandler(run=self.run_tracking_issue, timeout_s=60),
+        }
 
 
-# --- jobs -------------------------------------------------------------------------------
-
-
-async def scrubber(services: Services) -> Scrubber:
-    """A scrubber that knows every secret: settings, environment, app_config, live token."""
-    scrub = Scrubber(services.settings.known_secrets())
-    if services.cipher is not None:
-        async with services.session_factory() as session:
-            repo = AppConfigRepository(session, services.cipher)
-            for model in CONFIG_MODELS.values():
-                try:
-                    stored = await repo.get(model)
-                except Exception:
-                    log.warning("could not read stored %s secrets to scrub", model.__name__)
-                    continue
-                for field in type(stored).SECRET_FIELDS if stored is not None else ():
-                    scrub.add(getattr(stored, field))
-    cached = github_app(services).cached_token()
-    if cached is not None:
-        scrub.add(cached)
-    return scrub
+def _ref(issue: IssueInfo) -> IssueRef:
+    return IssueRef(
+        id=issue.id,
+        number=issue.number,
+        title=issue.title,
+        body=issue.body,
+        url=issue.html_url,
+        labels=issue.labels,
+        author=issue.author,
+    )
 
 
 def _github_failure(exc: Exception) -> Exception:
@@ -199,24 +280,6 @@ def marked(text: str, marker: str) -> str:
     return f"{truncate(text, GITHUB_COMMENT_LIMIT - len(marker) - 2)}\n\n{marker}"
 
 
-async def run_comment(services: Services, job: ClaimedJob) -> None:
-    """The `github_comment` job: post one (scrubbed, size-limited) comment, once."""
-    payload: dict[str, Any] = job.payload
-    repo, number = str(payload["repo"]), int(payload["issueNumber"])
-    scrub = await scrubber(services)
-    marker = f"<!-- clarity:comment:{job.id} -->"
-    client = rest(services)
-    try:
-        # GitHub has no idempotency key: a try after the first may follow one whose comment
-        # was posted but whose answer was lost, so it looks for its marker first.
-        if job.attempts > 1 and await client.find_comment(repo, number, marker) is not None:
-            log.info("comment of job %s was posted by an earlier try", job.id)
-            return
-        await client.create_comment(repo, number, marked(scrub(str(payload["body"])), marker))
-    except (GithubException, NotConfiguredError) as exc:
-        raise _github_failure(exc) from exc
-
-
 def _issue_body(request: FeatureRequest) -> str:
     who = request.slack_user_name or request.slack_user_id or "someone"
     where = f" in #{request.slack_channel_name}" if request.slack_channel_name else ""
@@ -225,88 +288,3 @@ def _issue_body(request: FeatureRequest) -> str:
         f"Filed from Slack by {who}{where}. Clarity request `{request.request_id}`: "
         "the agent's pull request will close this issue."
     )
-
-
-async def open_tracking_issue(services: Services, request_id: str) -> None:
-    """Open the tracking issue of a Slack request (once) and record it on the request."""
-    # A transaction-scoped advisory lock per request makes the job and an early dispatch
-    # that both try to open it take turns, so the second finds the issue recorded.
-    async with services.session_factory.begin() as guard:
-        await guard.execute(
-            select(func.pg_advisory_xact_lock(func.hashtext(f"{TRACKING_ISSUE_JOB}:{request_id}")))
-        )
-        row = await FeatureRequestRepository(guard).find_by_request_id(request_id)
-        if row is None or row.issue_number is not None or row.status in FINAL:
-            return
-        scrub = await scrubber(services)
-        title = truncate(scrub(row.title or row.description.strip().splitlines()[0]), 250)
-        marker = f"<!-- clarity:request:{request_id} -->"
-        client = rest(services)
-        # Committed before GitHub is asked: when a later try finds it, an earlier one may have
-        # opened the issue and lost the answer, so it looks for the issue's marker first.
-        async with services.session_factory.begin() as intent:
-            first_try = await claim_delivery(intent, INTENT, f"tracking-issue:{request_id}")
-        issue = None
-        if not first_try:
-            issue = await client.find_issue(row.repo, marker, row.created_at - CLOCK_SKEW)
-        if issue is None:
-            issue = await client.create_issue(
-                row.repo, title, marked(scrub(_issue_body(row)), marker)
-            )
-        await _record_tracking_issue(services, request_id, issue)
-
-
-async def _record_tracking_issue(services: Services, request_id: str, issue: IssueInfo) -> None:
-    async with services.session_factory.begin() as session:
-        requests = FeatureRequestRepository(session)
-        row = await requests.get(request_id, lock=True)
-        if row.issue_number is not None:
-            return
-        owner, _, name = row.repo.partition("/")
-        fields: dict[str, Any] = {
-            "issue_id": issue.id,
-            "issue_number": issue.number,
-            "issue_url": issue.html_url,
-            "issue_title": issue.title,
-            "issue_body": issue.body,
-            "issue_labels": issue.labels,
-            "issue_author": issue.author,
-            "repository_name": row.repository_name or row.repo,
-            "repository_owner": row.repository_owner or owner,
-            "repository_name_only": row.repository_name_only or name,
-            "repository_url": row.repository_url or f"https://github.com/{row.repo}",
-        }
-        old_status = row.status
-        # The lifecycle puts issue_created before processing; if dispatch got there first,
-        # the issue is recorded without going back.
-        opens = old_status == RequestStatus.PENDING
-        if opens:
-            row = await requests.update_status(request_id, RequestStatus.ISSUE_CREATED, **fields)
-        else:
-            row = await requests.update_fields(request_id, **fields)
-        metadata: dict[str, Any] = {"issueNumber": issue.number, "issueUrl": issue.html_url}
-        if opens:
-            metadata |= {"fromStatus": old_status.value, "toStatus": row.status.value}
-        message = await RequestMessagesRepository(session).add_system(
-            request_id,
-            MessageType.PROCESSING_UPDATE,
-            f"Tracking issue #{issue.number} opened: {issue.html_url}",
-            metadata,
-        )
-        await events.request_changed(services, session, row, message=message, status_changed=opens)
-
-
-async def run_tracking_issue(services: Services, job: ClaimedJob) -> None:
-    """The `github_tracking_issue` job."""
-    try:
-        await open_tracking_issue(services, str(job.payload["requestId"]))
-    except (GithubException, NotConfiguredError) as exc:
-        raise _github_failure(exc) from exc
-
-
-def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """Comment and tracking-issue jobs."""
-    return {
-        COMMENT_JOB: JobHandler(run=run_comment, timeout_s=60),
-        TRACKING_ISSUE_JOB: JobHandler(run=run_tracking_issue, timeout_s=60),
-    }

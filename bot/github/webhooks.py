@@ -23,6 +23,7 @@ from bot.github.auth import webhook_secret
 from bot.github.issues import answer_from_comment, file_from_issue, is_trigger, may_answer
 from bot.github.payloads import Action, IssueCommentEvent, IssuesEvent, PullRequestEvent
 from bot.github.pulls import pull_request_closed
+from bot.requests.actions import RequestLifecycle
 from bot.services import Services
 from storage.deliveries import claim_delivery
 from storage.errors import DatabaseUnavailableError
@@ -56,24 +57,29 @@ def _parse(model: type[ModelT], data: object) -> ModelT:
         raise BadDeliveryError(f"{model.__name__}: {exc.error_count()} invalid field(s)") from exc
 
 
-def _effect(services: Services, event: str, data: object) -> Effect | None:
+def _effect(
+    services: Services, lifecycle: RequestLifecycle, event: str, data: object
+) -> Effect | None:
     """What this delivery does, or None when Clarity does not act on it."""
+    settings = services.settings
     action = _parse(Action, data).action
     if event == "issues" and action == "labeled":
         issues_event = _parse(IssuesEvent, data)
-        if is_trigger(services.settings, issues_event):
-            return lambda session: file_from_issue(services, session, issues_event)
+        if is_trigger(settings, issues_event):
+            return lambda session: file_from_issue(lifecycle, settings, session, issues_event)
     elif event == "issue_comment" and action == "created":
         comment_event = _parse(IssueCommentEvent, data)
-        if may_answer(services.settings, comment_event):
-            return lambda session: answer_from_comment(services, session, comment_event)
+        if may_answer(settings, comment_event):
+            return lambda session: answer_from_comment(lifecycle, session, comment_event)
     elif event == "pull_request" and action == "closed":
         pr_event = _parse(PullRequestEvent, data)
-        return lambda session: pull_request_closed(services, session, pr_event)
+        return lambda session: pull_request_closed(lifecycle, session, pr_event)
     return None
 
 
-async def handle_delivery(services: Services, event: str, delivery_id: str, body: bytes) -> str:
+async def handle_delivery(
+    services: Services, lifecycle: RequestLifecycle, event: str, delivery_id: str, body: bytes
+) -> str:
     """Act on one verified delivery; returns what happened (for the answer and the log)."""
     if event == "ping":
         return "pong"
@@ -81,7 +87,7 @@ async def handle_delivery(services: Services, event: str, delivery_id: str, body
         data = json.loads(body)
     except (ValueError, RecursionError) as exc:
         raise BadDeliveryError("body is not JSON") from exc
-    effect = _effect(services, event, data)
+    effect = _effect(services, lifecycle, event, data)
     if effect is None:
         return "ignored"
     async with services.session_factory.begin() as session:
@@ -90,7 +96,9 @@ async def handle_delivery(services: Services, event: str, delivery_id: str, body
         return await effect(session)
 
 
-async def webhook(services: Services, request: web.Request) -> web.Response:
+async def webhook(
+    services: Services, lifecycle: RequestLifecycle, request: web.Request
+) -> web.Response:
     """The route: 401 before anything is parsed unless the signature is right."""
     try:
         body = await read_body(request, BODY_LIMIT)
@@ -105,7 +113,7 @@ async def webhook(services: Services, request: web.Request) -> web.Response:
         delivery_id = request.headers.get("X-GitHub-Delivery", "")
         if not event or not delivery_id:
             raise ApiError(400, "bad_request", "X-GitHub-Event and X-GitHub-Delivery required")
-        result = await handle_delivery(services, event, delivery_id, body)
+        result = await handle_delivery(services, lifecycle, event, delivery_id, body)
     except ApiError as exc:
         return error_response(exc)
     except BadDeliveryError as exc:

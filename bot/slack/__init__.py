@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.services import Services
+from bot.slack import buttons, commands, interactions, threads
 from bot.slack.app import EVENTS_PATH, SlackServer
-from bot.slack.feature import feature
+from bot.slack.feature import SlackFeature
+from bot.slack.filing import FILE_JOB, file_job_exhausted, run_file_job
+from bot.slack.notify import SlackNotifier
 from bot.workers import JobHandler
+from storage.jobs import ClaimedJob
 
 SLACK_SERVER_KEY = web.AppKey("slack_server", SlackServer)
 
 
-def setup(app: web.Application, services: Services) -> None:
+def setup(app: web.Application, slack: SlackFeature) -> None:
     """Mount POST /slack/events and start Bolt (or Socket Mode) with the server."""
-    server = SlackServer(feature(services))
+    server = SlackServer(slack)
     app[SLACK_SERVER_KEY] = server
     app.router.add_post(EVENTS_PATH, server.handle)
 
@@ -28,15 +31,18 @@ def setup(app: web.Application, services: Services) -> None:
     app.on_shutdown.append(on_shutdown)
 
 
-def job_handlers(services: Services) -> dict[str, JobHandler]:
+def job_handlers(slack: SlackFeature, notifier: SlackNotifier) -> dict[str, JobHandler]:
     """Filing accepted requests, accepted interactions, and the notification jobs."""
-    from bot.slack import buttons, commands, interactions, threads
-    from bot.slack.filing import FILE_JOB, file_job_exhausted, run_file_job
-    from bot.slack.notify import job_handlers as notify_handlers
-
     routes = {**threads.ROUTES, **buttons.ROUTES, **commands.ROUTES}
+
+    async def file(job: ClaimedJob) -> None:
+        await run_file_job(slack, job)
+
+    async def file_failed(job: ClaimedJob) -> None:
+        await file_job_exhausted(slack, job)
+
     return {
-        FILE_JOB: JobHandler(run=run_file_job, on_exhausted=file_job_exhausted, timeout_s=30),
-        interactions.INTERACTION_JOB: interactions.job_handler(routes),
-        **notify_handlers(services),
+        FILE_JOB: JobHandler(run=file, on_exhausted=file_failed, timeout_s=30),
+        interactions.INTERACTION_JOB: interactions.job_handler(slack, routes),
+        **notifier.job_handlers(),
     }

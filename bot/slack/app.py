@@ -25,13 +25,31 @@ EVENTS_PATH = "/slack/events"
 SHUTDOWN_DRAIN_S = 25.0
 
 
+class _ClientGivenFilter(logging.Filter):
+    """Drops Bolt's warning that the token is unused because a client was given.
+
+    Bolt reads SLACK_BOT_TOKEN from the environment itself and warns on every start when a
+    client is passed too; ours is that token's client, built on the shared HTTP session.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "`token` will be unused" not in record.getMessage()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("clarity.slack.bolt")
+    if not any(isinstance(f, _ClientGivenFilter) for f in logger.filters):
+        logger.addFilter(_ClientGivenFilter())
+    return logger
+
+
 def build_bolt(feature: SlackFeature, credentials: SlackCredentials) -> AsyncApp:
     """The Bolt app with every listener and the one error handler."""
     bolt = AsyncApp(
         client=feature.web_client(credentials.bot_token or ""),
         signing_secret=credentials.signing_secret or "",
         name="clarity",
-        logger=logging.getLogger("clarity.slack.bolt"),
+        logger=_bolt_logger(),
         # Listeners run before Bolt answers (an event too is acked only once its listener
         # returns), so what changes something is a committed job before Slack hears 200;
         # read-only work goes to `feature.inflight` after the ack (no polling for the ack).
@@ -44,6 +62,8 @@ def build_bolt(feature: SlackFeature, credentials: SlackCredentials) -> AsyncApp
         await report_error(feature, error, body)
 
     bolt.error(on_error)
+    # Work after the ack is reported the same way.
+    feature.error_reporter = on_error
     return bolt
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from bot.scrub import SLACK_BLOCK_LIMIT, truncate
 from storage.lifecycle import FINAL
 from storage.models import FeatureRequest, MessageType, RequestMessage, RequestStatus
+from storage.repositories.request_messages import RunActivity
 
 Block = dict[str, Any]
 Clean = Callable[[str], str]
@@ -28,6 +29,7 @@ FILE_MODAL = "clarity_file_request"
 ANSWER_MODAL = "clarity_answer"
 QUESTION_BLOCK_PREFIX = "clarity_q:"
 MAX_OPTIONS = 10
+NO_RETRY_CODES = frozenset({"NO_RUNNER"})
 
 STATUS_LABELS: dict[RequestStatus, str] = {
     RequestStatus.PENDING: ":hourglass_flowing_sand: Pending",
@@ -238,13 +240,15 @@ def error_message(request: FeatureRequest, message: RequestMessage, clean: Clean
     blocks: list[Block] = [_section(f":x: *The run failed*\n{_safe(clean, message.content)}")]
     if code:
         blocks.append(_context(f"Error code `{escape(str(code))}`"))
-    blocks.append(
-        {
-            "type": "actions",
-            "block_id": f"clarity_error:{message.id}",
-            "elements": [_button("Retry", ACTION_RETRY, request.request_id, style="primary")],
-        }
-    )
+    # Without a runner, Retry cannot help: the message says what the admin must do instead.
+    if code not in NO_RETRY_CODES:
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"clarity_error:{message.id}",
+                "elements": [_button("Retry", ACTION_RETRY, request.request_id, style="primary")],
+            }
+        )
     return Message(text=f"The run failed: {truncate(clean(message.content), 200)}", blocks=blocks)
 
 
@@ -327,33 +331,52 @@ def _activity_line(message: RequestMessage, clean: Clean) -> str:
     return f"{_ACTIVITY_ICONS.get(message.type, '•')} {truncate(escape(clean(first)), 160)}"
 
 
-@dataclass(frozen=True)
-class Progress:
-    """One run's agent activity: counters, the latest steps, and the summary if any."""
-
-    steps: int
-    tool_calls: int
-    files_changed: int
-    commands: int
-    latest: list[RequestMessage]
-    summary: RequestMessage | None
+def plural(count: int, word: str, words: str | None = None) -> str:
+    """`1 step`, `2 steps`."""
+    return f"{count} {word if count == 1 else (words or word + 's')}"
 
 
-def progress_message(run: int, progress: Progress, *, running: bool, clean: Clean) -> Message:
+_TODO_MARKS = {"completed": ":white_check_mark:", "in_progress": ":arrow_forward:"}
+
+
+def _checklist(todos: RequestMessage | None, clean: Clean) -> str | None:
+    items = (todos.metadata_ or {}).get("todos") if todos is not None else None
+    if not isinstance(items, list) or not items:
+        return None
+    lines = []
+    for item in items[:15]:
+        if not isinstance(item, dict):
+            continue
+        mark = _TODO_MARKS.get(str(item.get("status")), ":white_square:")
+        lines.append(f"{mark} {truncate(escape(clean(str(item.get('content', '')))), 150)}")
+    return "\n".join(lines) or None
+
+
+def progress_message(run: int, progress: RunActivity, *, running: bool, clean: Clean) -> Message:
     """One message per run, edited in place as the agent works."""
     head = ":gear: *Working…*" if running else ":checkered_flag: *Run finished*"
     label = f"{head} (run {run})" if run > 1 else head
-    counts = (
-        f"{progress.steps} steps · {progress.tool_calls} tool calls · "
-        f"{progress.files_changed} files changed · {progress.commands} commands"
+    counts = " · ".join(
+        [
+            plural(progress.steps, "step"),
+            plural(progress.tool_calls, "tool call"),
+            plural(progress.files_changed, "file changed", "files changed"),
+            plural(progress.commands, "command"),
+        ]
     )
+    cost = (progress.summary.metadata_ or {}).get("costCents") if progress.summary else None
+    if cost is not None:
+        counts += f" · cost {money(cost)}"
     blocks: list[Block] = [_section(label), _context(counts)]
+    checklist = _checklist(progress.todos, clean)
+    if checklist:
+        blocks.append(_section(truncate(checklist, SLACK_BLOCK_LIMIT)))
     if progress.latest:
         lines = "\n".join(_activity_line(m, clean) for m in progress.latest)
         blocks.append(_section(truncate(lines, SLACK_BLOCK_LIMIT)))
     if progress.summary is not None:
         blocks.append(_section(f"*Summary*\n{_safe(clean, progress.summary.content)}"))
-    text = f"{'Working' if running else 'Run finished'}: {progress.steps} steps"
+    text = f"{'Working' if running else 'Run finished'}: {plural(progress.steps, 'step')}"
     return Message(text=text, blocks=blocks)
 
 

@@ -16,28 +16,21 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from bot.dispatch import DispatchKind, enqueue_dispatch
-from bot.events import request_changed
+from bot.requests.actions import ALREADY_ANSWERED, Actor, Outcome
 from bot.slack import blocks, interactions
-from bot.slack.answers import Answered, answer_question, open_question
 from bot.slack.feature import SlackFeature
 from bot.slack.payloads import BlockActions, ViewSubmission
-from storage.deliveries import claim_delivery, delivery_seen
-from storage.lifecycle import FINAL
-from storage.models import MessageSource, MessageType, RequestMessage, RequestStatus
+from storage.models import MessageSource, RequestStatus
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
-from storage.repositories.request_messages import Actor
 
-UNKNOWN_REQUEST = "That request no longer exists."
 STALE_BUTTON = "This button is out of date."
-ALREADY_ANSWERED = "This question has already been answered."
 # Delivery-id sources: a click's effect, and an answer form's, is claimed under these.
 CLICK_SOURCE = "slack_action"
 VIEW_SOURCE = "slack_view"
 
 
 def _actor(click: BlockActions | ViewSubmission) -> Actor:
-    return Actor(click.user.id, click.user.display)
+    return Actor(click.user.id, click.user.display, MessageSource.SLACK)
 
 
 async def tell(feature: SlackFeature, click: BlockActions, text: str) -> None:
@@ -49,74 +42,26 @@ async def tell(feature: SlackFeature, click: BlockActions, text: str) -> None:
         await api.ephemeral(click.channel.id, click.user.id, text)
 
 
+async def _click(feature: SlackFeature, click: BlockActions, action: str) -> None:
+    """Retry or Cancel: one lifecycle call; the person is told privately why not."""
+    lifecycle = feature.lifecycle
+    request_id = click.action.value or ""
+    delivery = (CLICK_SOURCE, click.delivery_id)
+    async with feature.services.session_factory.begin() as session:
+        change = lifecycle.retry if action == blocks.ACTION_RETRY else lifecycle.cancel
+        outcome: Outcome = await change(session, request_id, _actor(click), delivery=delivery)
+    if outcome.refusal:
+        await tell(feature, click, outcome.refusal)
+
+
 async def retry(feature: SlackFeature, click: BlockActions) -> None:
     """`retry_request`: only a failed request is retried; a second click finds it running."""
-    services = feature.services
-    request_id = click.action.value or ""
-    refusal: str | None = None
-    async with services.session_factory.begin() as session:
-        requests = FeatureRequestRepository(session)
-        request = await requests.find_by_request_id(request_id, lock=True)
-        if await delivery_seen(session, CLICK_SOURCE, click.delivery_id):
-            return  # this very click took effect already (delivered twice, or run again)
-        if request is None:
-            refusal = UNKNOWN_REQUEST
-        elif request.status != RequestStatus.ERROR:
-            refusal = f"Nothing to retry: the request is {blocks.status_label(request.status)}."
-        else:
-            await claim_delivery(session, CLICK_SOURCE, click.delivery_id)
-            request = await requests.record_retry(request_id)
-            message = await RequestMessagesRepository(session).add_retry(
-                request_id, request.retry_count or 1, _actor(click)
-            )
-            await enqueue_dispatch(
-                session,
-                request_id,
-                DispatchKind.RETRY,
-                max_attempts=services.settings.clarity_job_max_attempts,
-            )
-            await request_changed(services, session, request, message=message, status_changed=True)
-    if refusal:
-        await tell(feature, click, refusal)
+    await _click(feature, click, blocks.ACTION_RETRY)
 
 
 async def cancel(feature: SlackFeature, click: BlockActions) -> None:
     """`cancel_request`: by the requester or an admin, while the request is not finished."""
-    services = feature.services
-    request_id = click.action.value or ""
-    refusal: str | None = None
-    async with services.session_factory.begin() as session:
-        requests = FeatureRequestRepository(session)
-        request = await requests.find_by_request_id(request_id, lock=True)
-        if await delivery_seen(session, CLICK_SOURCE, click.delivery_id):
-            return  # this very click took effect already (delivered twice, or run again)
-        if request is None:
-            refusal = UNKNOWN_REQUEST
-        elif click.user.id != request.slack_user_id and click.user.id not in feature.admins:
-            refusal = "Only the person who filed this request (or a Clarity admin) can cancel it."
-        elif request.status in FINAL:
-            refusal = f"This request is already {blocks.status_label(request.status)}."
-        else:
-            await claim_delivery(session, CLICK_SOURCE, click.delivery_id)
-            request = await requests.update_status(request_id, RequestStatus.CANCELLED)
-            actor = _actor(click)
-            message = await RequestMessagesRepository(session).add_message(
-                request_id,
-                MessageType.CANCELLED,
-                MessageSource.SLACK,
-                f"Cancelled by {actor.name}",
-                actor_id=actor.id,
-                actor_name=actor.name,
-            )
-            await enqueue_dispatch(
-                session,
-                request_id,
-                DispatchKind.CANCEL,
-                max_attempts=services.settings.clarity_job_max_attempts,
-            )
-            await request_changed(services, session, request, message=message, status_changed=True)
-    if refusal:
-        await tell(feature, click, refusal)
+    await _click(feature, click, blocks.ACTION_CANCEL)
 
 
 def _question_id(raw: str | None) -> int | None:
@@ -140,13 +85,14 @@ async def open_answer_modal(feature: SlackFeature, click: BlockActions) -> None:
         await tell(feature, click, STALE_BUTTON)
         return
     async with feature.services.session_factory() as session:
-        question = await session.get(RequestMessage, question_id)
+        messages = RequestMessagesRepository(session)
+        question = await messages.get(question_id)
         request = (
             await FeatureRequestRepository(session).find_by_request_id(question.request_id)
             if question is not None
             else None
         )
-        latest = await open_question(session, question.request_id) if question else None
+        latest = await messages.open_question(question.request_id) if question else None
     if (
         question is None
         or request is None
@@ -175,16 +121,17 @@ async def choose_option(feature: SlackFeature, click: BlockActions) -> None:
     if question_id is None or not click.action.value:
         await tell(feature, click, STALE_BUTTON)
         return
-    answered = await answer_question(
-        feature.services,
-        question_id,
-        click.action.value,
-        _actor(click),
-        via="option",
-        delivery=(CLICK_SOURCE, click.delivery_id),
-    )
-    if answered is Answered.TOO_LATE:
-        await tell(feature, click, ALREADY_ANSWERED)
+    async with feature.services.session_factory.begin() as session:
+        outcome = await feature.lifecycle.answer_question(
+            session,
+            question_id,
+            click.action.value,
+            _actor(click),
+            metadata={"answeredVia": "option"},
+            delivery=(CLICK_SOURCE, click.delivery_id),
+        )
+    if outcome.refusal:
+        await tell(feature, click, outcome.refusal)
 
 
 @dataclass(frozen=True)
@@ -212,17 +159,18 @@ async def submit_answer(
     feature: SlackFeature, submission: ViewSubmission, form: AnswerForm
 ) -> None:
     """The answer modal was submitted: record the answer unless someone was first."""
-    answered = Answered.TOO_LATE
+    outcome = Outcome(refusal=ALREADY_ANSWERED)
     if form.question_id is not None:
-        answered = await answer_question(
-            feature.services,
-            form.question_id,
-            form.answer,
-            _actor(submission),
-            via="modal",
-            delivery=(VIEW_SOURCE, submission.view.id),
-        )
-    if answered is Answered.TOO_LATE and form.channel_id:
+        async with feature.services.session_factory.begin() as session:
+            outcome = await feature.lifecycle.answer_question(
+                session,
+                form.question_id,
+                form.answer,
+                _actor(submission),
+                metadata={"answeredVia": "modal"},
+                delivery=(VIEW_SOURCE, submission.view.id),
+            )
+    if outcome.refusal and form.channel_id:
         api = await feature.api()
         await api.ephemeral(form.channel_id, submission.user.id, ALREADY_ANSWERED)
 

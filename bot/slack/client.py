@@ -16,7 +16,6 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.metrics import Metrics
-from bot.services import Services
 from bot.workers import PermanentJobError, RetryLater
 from storage.jobs import ClaimedJob
 
@@ -150,15 +149,15 @@ class SlackApi:
         await self.call("chat.postEphemeral", channel=channel, user=user, text=text)
 
 
-SlackJobFn = Callable[[Services, ClaimedJob], Awaitable[None]]
+SlackJobFn = Callable[[ClaimedJob], Awaitable[None]]
 
 
 def as_job(fn: SlackJobFn) -> SlackJobFn:
     """Map Slack failures onto the worker's retry protocol."""
 
-    async def run(services: Services, job: ClaimedJob) -> None:
+    async def run(job: ClaimedJob) -> None:
         try:
-            await fn(services, job)
+            await fn(job)
         except SlackRateLimitedError as exc:
             raise RetryLater(str(exc), exc.retry_after) from exc
         except SlackRejectedError as exc:

@@ -7,21 +7,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bot.requests.ids import Repo, parse_repo
 from bot.slack import blocks, interactions
 from bot.slack.errors import record_failure
 from bot.slack.feature import SlackFeature
-from bot.slack.filing import (
-    NewRequest,
-    Repo,
-    accept_filing,
-    default_repo,
-    may_file,
-    parse_repo,
-    set_default_repo,
-)
+from bot.slack.filing import NewRequest, accept_filing, may_file
 from bot.slack.home import load_stats
 from bot.slack.payloads import SlashCommand, ViewSubmission
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+from storage.repositories.channels import ChannelSettingsRepository
 
 COMMAND = "/clarity"
 COMMAND_ROUTE = "command"
@@ -126,7 +120,9 @@ async def run_command(feature: SlackFeature, command: SlashCommand, parsed: Pars
         case Kind.SET_REPO:
             assert parsed.repo is not None
             async with services.session_factory.begin() as session:
-                await set_default_repo(session, command.channel_id, parsed.repo, command.user_id)
+                await ChannelSettingsRepository(session).set_default_repo(
+                    command.channel_id, parsed.repo.full_name, command.user_id
+                )
             await _reply(
                 feature,
                 command,
@@ -183,7 +179,7 @@ def command_filing(command: SlashCommand, parsed: Parsed) -> NewRequest:
 async def open_file_modal(feature: SlackFeature, command: SlashCommand) -> None:
     """`/clarity` alone: a form, pre-filled with the channel's default repository."""
     async with feature.services.session_factory() as session:
-        repo = await default_repo(session, command.channel_id)
+        repo = await ChannelSettingsRepository(session).default_repo(command.channel_id)
     metadata = {
         "channelId": command.channel_id,
         "channelName": command.channel_name,
@@ -193,7 +189,7 @@ async def open_file_modal(feature: SlackFeature, command: SlashCommand) -> None:
     await api.call(
         "views.open",
         trigger_id=command.trigger_id,
-        view=blocks.file_modal(metadata, repo.full_name if repo else None),
+        view=blocks.file_modal(metadata, repo),
     )
 
 
@@ -241,7 +237,7 @@ async def accept(feature: SlackFeature, new: NewRequest, body: dict[str, Any]) -
     if not may_file(feature.services.settings, new.user_id, new.channel_id):
         return NOT_ALLOWED
     try:
-        await accept_filing(feature.services, new)
+        await accept_filing(feature, new)
     except Exception as exc:
         # Reported like any failure (logged with the stack, counted); the answer is the ack.
         return record_failure(feature, exc, body)

@@ -5,33 +5,15 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bot.services import NotConfiguredError
 from bot.slack import blocks
 from bot.slack.client import SlackError
-from storage.errors import DatabaseUnavailableError, QueryError, StorageError, translate
-
-if TYPE_CHECKING:
-    from bot.slack.feature import SlackFeature
+from bot.slack.feature import SlackFeature
+from storage.errors import is_database_down
 
 log = logging.getLogger(__name__)
-
-
-def is_database_down(error: BaseException) -> bool:
-    """Whether an error (or one it was raised from) means the database is unreachable."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, DatabaseUnavailableError):
-            return True
-        if not isinstance(current, StorageError) and isinstance(
-            translate(current, QueryError, ""), DatabaseUnavailableError
-        ):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
 
 
 def user_message(error: BaseException, reference: str) -> str:

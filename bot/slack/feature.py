@@ -11,9 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.requests.actions import RequestLifecycle
 from bot.scrub import Scrubber, truncate
 from bot.services import NotConfiguredError, Services
 from bot.slack.client import SlackApi
+from bot.slack.intake import Intake
 from storage.repositories import AppConfigRepository
 
 if TYPE_CHECKING:
@@ -21,8 +23,6 @@ if TYPE_CHECKING:
     from slack_bolt.async_app import AsyncApp
 
 log = logging.getLogger(__name__)
-
-EXTRAS_KEY = "slack"
 
 ErrorReporter = Callable[[Exception, dict[str, Any]], Awaitable[None]]
 
@@ -134,17 +134,25 @@ class UserNames:
 
 
 class SlackFeature:
-    """One per process: made on first use from Services, kept in `services.extras`."""
+    """The Slack side of one process: credentials, client, intake, and the lifecycle it calls.
+
+    Made once when the app is wired (bot.app) and handed to every Slack listener and job.
+    """
 
     def __init__(
         self,
         services: Services,
+        lifecycle: RequestLifecycle,
         *,
+        intake: Intake | None = None,
         credentials: SlackCredentials | None = None,
         progress_interval_s: float = 1.0,
     ) -> None:
         self.services = services
+        self.lifecycle = lifecycle
+        self.intake = intake or Intake(services)
         self.scrub = Scrubber(services.settings.known_secrets())
+        self.error_reporter: ErrorReporter | None = None
         self.inflight = AfterAck(self._report)
         self.user_names = UserNames()
         self.progress_interval_s = progress_interval_s
@@ -155,9 +163,11 @@ class SlackFeature:
         self._lock = asyncio.Lock()
 
     async def _report(self, error: Exception, body: dict[str, Any]) -> None:
-        from bot.slack.errors import report_error
-
-        await report_error(self, error, body)
+        # Set by bot.slack.errors when the listeners are registered (it renders the report).
+        if self.error_reporter is not None:
+            await self.error_reporter(error, body)
+        else:
+            log.error("Slack work failed after the ack", exc_info=error)
 
     @property
     def loaded_credentials(self) -> SlackCredentials | None:
@@ -225,13 +235,3 @@ class SlackFeature:
     def clean(self, text: str, limit: int) -> str:
         """Text safe to show in Slack: known secrets masked, cut to `limit`."""
         return truncate(self.scrub(text), limit)
-
-
-def feature(services: Services) -> SlackFeature:
-    """This process's Slack feature, made on first use."""
-    existing = services.extras.get(EXTRAS_KEY)
-    if isinstance(existing, SlackFeature):
-        return existing
-    made = SlackFeature(services)
-    services.extras[EXTRAS_KEY] = made
-    return made

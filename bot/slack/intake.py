@@ -12,7 +12,6 @@ from bot.services import Services
 from storage import jobs
 from storage.jobs import NewJob
 
-INTAKE_KEY = "slack_intake"
 # Accepting runs before the ack: past this, say the database is unreachable instead.
 ACCEPT_TIMEOUT_S = 2.0
 
@@ -58,11 +57,3 @@ class Intake:
                 for _, done in batch:
                     if not done.done():
                         done.set_result(None)
-
-
-async def accept(services: Services, job: NewJob) -> None:
-    """Commit `job` through this process's intake before the caller answers Slack."""
-    intake = services.extras.get(INTAKE_KEY)
-    if not isinstance(intake, Intake):
-        intake = services.extras[INTAKE_KEY] = Intake(services)
-    await intake.accept(job)

@@ -18,10 +18,9 @@ from typing import Any
 from slack_bolt.response import BoltResponse
 
 from bot.services import Services
-from bot.slack import intake
 from bot.slack.client import as_job
 from bot.slack.errors import record_failure, tell
-from bot.slack.feature import SlackFeature, feature
+from bot.slack.feature import SlackFeature
 from bot.workers import JobHandler, PermanentJobError
 from storage.jobs import ClaimedJob, NewJob
 
@@ -53,7 +52,7 @@ def interaction_job(services: Services, route: str, body: dict[str, Any], key: s
 async def accept(feature: SlackFeature, route: str, body: dict[str, Any], key: str) -> str | None:
     """Commit the interaction before the ack: None once it is durable, else what to tell."""
     try:
-        await intake.accept(feature.services, interaction_job(feature.services, route, body, key))
+        await feature.intake.accept(interaction_job(feature.services, route, body, key))
     except Exception as exc:
         # Logged with the stack and counted like any failure; the caller answers with the text.
         return record_failure(feature, exc, body)
@@ -80,16 +79,16 @@ def retry_number(headers: dict[str, Any]) -> int:
     return int(raw) if str(raw).isdigit() else 0
 
 
-def job_handler(routes: dict[str, Route]) -> JobHandler:
+def job_handler(slack: SlackFeature, routes: dict[str, Route]) -> JobHandler:
     """The `slack.interaction` job: run the route its payload names on the stored payload."""
 
-    async def run_interaction(services: Services, job: ClaimedJob) -> None:
+    async def run_interaction(job: ClaimedJob) -> None:
         route = routes.get(str(job.payload.get("route")))
         if route is None:
             raise PermanentJobError(f"no Slack interaction route {job.payload.get('route')!r}")
-        await route(feature(services), job.payload["body"])
+        await route(slack, job.payload["body"])
 
-    async def interaction_exhausted(services: Services, job: ClaimedJob) -> None:
-        await tell(feature(services), job.payload["body"], GAVE_UP.format(job=job.id))
+    async def interaction_exhausted(job: ClaimedJob) -> None:
+        await tell(slack, job.payload["body"], GAVE_UP.format(job=job.id))
 
     return JobHandler(run=as_job(run_interaction), on_exhausted=interaction_exhausted, timeout_s=30)

@@ -1,9 +1,10 @@
 """Keeping Slack in line with the database: the root message, the thread, the progress message.
 
-`enqueue_for_event` runs in the transaction of each change (via bot.events.request_changed)
-and queues at most one job of each kind per request: a job reads the *current* state when
-it runs, so a burst of changes costs one Slack call. Each job is idempotent: what it has
-posted is recorded in clarity_slack_posts, one row per effect, written right after the call.
+`SlackNotifier.on_change` is subscribed to the lifecycle's changes, runs in the
+transaction of each change, and queues at most one job of each kind per request: a job reads
+the *current* state when it runs, so a burst of changes costs one Slack call. Each job is
+idempotent: what it has posted is recorded in clarity_slack_posts, one row per effect,
+written right after the call.
 
 - `slack.root`: post the request's root message (its ts becomes the thread), or edit it to
   show the current status.
@@ -17,27 +18,25 @@ posted is recorded in clarity_slack_posts, one row per effect, written right aft
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from sqlalchemy import distinct, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.dispatch import CONVERSATION_TYPES, DISPATCH_JOB
+from bot.dispatch import CONVERSATION_TYPES
+from bot.requests.events import RequestChange
 from bot.services import Services
 from bot.slack import blocks
 from bot.slack.client import SlackApi, SlackRejectedError, as_job
-from bot.slack.feature import SlackFeature, feature
+from bot.slack.feature import SlackFeature
 from bot.workers import JobHandler, PermanentJobError, RetryLater
-from storage import jobs
+from storage import jobs, locks
 from storage.deliveries import claim_delivery
 from storage.jobs import ClaimedJob
 from storage.models import (
     AGENT_MESSAGE_TYPES,
     FeatureRequest,
-    Job,
     MessageSource,
     MessageType,
     RequestMessage,
@@ -46,6 +45,8 @@ from storage.models import (
     utcnow,
 )
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
+from storage.repositories.runs import RunsRepository
+from storage.repositories.slack_posts import SlackPostsRepository
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +69,9 @@ def coalesced(kind: str, delay_s: float = 0.0) -> jobs.CoalescedJob:
     return jobs.CoalescedJob(kind, f"{JOB_KEYS[kind]}:", delay_s, MAX_ATTEMPTS)
 
 
-def progress_job(services: Services) -> jobs.CoalescedJob:
+def progress_job(slack: SlackFeature) -> jobs.CoalescedJob:
     """The progress update agent activity queues: due one progress interval later."""
-    return coalesced(PROGRESS_JOB, feature(services).progress_interval_s)
+    return coalesced(PROGRESS_JOB, slack.progress_interval_s)
 
 
 async def _enqueue_coalesced(
@@ -78,35 +79,8 @@ async def _enqueue_coalesced(
 ) -> None:
     job = coalesced(kind, delay_s)
     # Shared until this transaction commits; the job waits for it in `_turn`.
-    await session.execute(
-        text("SELECT pg_advisory_xact_lock_shared(hashtext(:k))"),
-        {"k": job.barrier_key(request_id)},
-    )
+    await locks.hold_shared(session, job.barrier_key(request_id))
     await jobs.enqueue_many(session, [job.new_job(request_id)])
-
-
-async def enqueue_for_event(
-    services: Services,
-    session: AsyncSession,
-    request: FeatureRequest,
-    *,
-    message: RequestMessage | None = None,
-    status_changed: bool = False,
-) -> None:
-    """Queue the Slack updates a change calls for (requests with a Slack channel only)."""
-    if not request.slack_channel_id:
-        return
-    request_id = request.request_id
-    kind = message.type if message is not None else None
-    if status_changed or kind == MessageType.INITIAL_REQUEST:
-        await _enqueue_coalesced(session, ROOT_JOB, request_id)
-    if kind in THREAD_TYPES or (status_changed and request.status == RequestStatus.COMPLETED):
-        await _enqueue_coalesced(session, THREAD_JOB, request_id)
-    if kind in PROGRESS_TYPES:
-        await _enqueue_coalesced(session, PROGRESS_JOB, request_id, progress_job(services).delay_s)
-    elif status_changed and request.status != RequestStatus.PROCESSING:
-        # The run ended: the progress message should say so.
-        await _enqueue_coalesced(session, PROGRESS_JOB, request_id)
 
 
 # --- shared helpers --------------------------------------------------------------------
@@ -127,32 +101,22 @@ async def _turn(
     """
     job = coalesced(kind)
     async with services.engine.connect() as held, held.begin():
-        got = await held.scalar(
-            text("SELECT pg_try_advisory_xact_lock(hashtext(:k))"),
-            {"k": job.dedupe_key(request_id)},
-        )
-        if not got:
+        if not await locks.try_hold(held, job.dedupe_key(request_id)):
             raise RetryLater(f"another {kind} job for this request is running", retry_after_s)
         async with services.engine.connect() as barrier, barrier.begin():
-            await barrier.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:k))"),
-                {"k": job.barrier_key(request_id)},
-            )
+            await locks.hold(barrier, job.barrier_key(request_id))
         yield
 
 
 async def _posts(session: AsyncSession, request_id: str) -> dict[tuple[str, str], SlackPost]:
-    rows = await session.scalars(select(SlackPost).where(SlackPost.request_id == request_id))
-    return {(p.purpose, p.ref): p for p in rows}
+    return await SlackPostsRepository(session).of_request(request_id)
 
 
 async def _record(
     services: Services, request_id: str, purpose: str, ref: str, channel: str, ts: str
 ) -> None:
     async with services.session_factory.begin() as session:
-        session.add(
-            SlackPost(request_id=request_id, purpose=purpose, ref=ref, channel_id=channel, ts=ts)
-        )
+        await SlackPostsRepository(session).record(request_id, purpose, ref, channel, ts)
 
 
 # --- posting once -----------------------------------------------------------------------
@@ -228,16 +192,7 @@ async def post_once(
 
 
 async def _root_pending(session: AsyncSession, request_id: str) -> bool:
-    pending = await session.scalar(
-        select(func.count())
-        .select_from(Job)
-        .where(
-            Job.request_id == request_id,
-            Job.kind == ROOT_JOB,
-            Job.status.in_(["queued", "running"]),
-        )
-    )
-    return bool(pending)
+    return await jobs.has_pending(session, ROOT_JOB, request_id)
 
 
 async def _thread_ts(session: AsyncSession, request: FeatureRequest) -> str:
@@ -252,9 +207,9 @@ async def _thread_ts(session: AsyncSession, request: FeatureRequest) -> str:
 # --- slack.root ------------------------------------------------------------------------
 
 
-async def sync_root(services: Services, job: ClaimedJob) -> None:
+async def sync_root(slack: SlackFeature, job: ClaimedJob) -> None:
     """Post the root message once, then keep its status current."""
-    slack = feature(services)
+    services = slack.services
     request_id = str(job.payload["requestId"])
     async with _turn(services, ROOT_JOB, request_id, 1.0):
         async with services.session_factory() as session:
@@ -289,26 +244,25 @@ async def sync_root(services: Services, job: ClaimedJob) -> None:
         ts = str(posted["ts"])
         channel = str(posted.get("channel") or request.slack_channel_id)
         async with services.session_factory.begin() as session:
-            session.add(
-                SlackPost(request_id=request_id, purpose="root", ref="", channel_id=channel, ts=ts)
-            )
-            await FeatureRequestRepository(session).update_fields(request_id, slack_thread_ts=ts)
+            await SlackPostsRepository(session).record(request_id, "root", "", channel, ts)
+            await slack.lifecycle.slack_thread_opened(session, request_id, ts)
 
 
-async def root_exhausted(services: Services, job: ClaimedJob) -> None:
+async def root_exhausted(slack: SlackFeature, job: ClaimedJob) -> None:
     """The root message could not be posted: tell the requester why, privately."""
+    services = slack.services
     request_id = str(job.payload["requestId"])
     async with services.session_factory() as session:
         request = await FeatureRequestRepository(session).find_by_request_id(request_id)
         posted = (await _posts(session, request_id)).get(("root", ""))
-        error = await session.scalar(select(Job.last_error).where(Job.id == job.id))
+        error = await jobs.last_error(session, job.id)
     if request is None or posted is not None or not request.response_url:
         return
     reason = error or "unknown error"
     hint = ""
     if "not_in_channel" in reason or "channel_not_found" in reason:
         hint = " Invite the app to this channel (`/invite @Clarity`) so it can keep you posted."
-    api = await feature(services).api()
+    api = await slack.api()
     await api.respond(
         request.response_url,
         f"Clarity recorded request `{request_id}` but could not post it here ({reason}).{hint}",
@@ -486,9 +440,9 @@ class _Thread:
         await self.post("completed", "", blocks.completed_message(self.request, cost, took))
 
 
-async def sync_thread(services: Services, job: ClaimedJob) -> None:
+async def sync_thread(slack: SlackFeature, job: ClaimedJob) -> None:
     """Bring the request's thread in line with its messages."""
-    slack = feature(services)
+    services = slack.services
     request_id = str(job.payload["requestId"])
     async with _turn(services, THREAD_JOB, request_id, 1.0):
         async with services.session_factory() as session:
@@ -505,74 +459,35 @@ async def sync_thread(services: Services, job: ClaimedJob) -> None:
 # --- slack.progress --------------------------------------------------------------------
 
 
-async def _current_run(session: AsyncSession, request_id: str) -> tuple[int, dt.datetime | None]:
-    """The run number (dispatches other than cancel) and when the latest one was queued."""
-    rows = (
-        await session.execute(
-            select(Job.payload, Job.created_at)
-            .where(Job.kind == DISPATCH_JOB, Job.request_id == request_id)
-            .order_by(Job.id)
-        )
-    ).all()
-    runs = [created for payload, created in rows if payload.get("kind") != "cancel"]
-    return (len(runs), runs[-1]) if runs else (1, None)
-
-
-async def sync_progress(services: Services, job: ClaimedJob) -> None:
+async def sync_progress(slack: SlackFeature, job: ClaimedJob) -> None:
     """Post or edit the current run's progress message from the latest agent activity."""
-    slack = feature(services)
+    services = slack.services
     request_id = str(job.payload["requestId"])
     async with _turn(services, PROGRESS_JOB, request_id, slack.progress_interval_s):
         async with services.session_factory() as session:
             request = await FeatureRequestRepository(session).get(request_id)
-            run, since = await _current_run(session, request_id)
-            activity = select(RequestMessage).where(
-                RequestMessage.request_id == request_id,
-                RequestMessage.type.in_(list(PROGRESS_TYPES)),
+            runs = RunsRepository(session)
+            current = await runs.latest(request_id)
+            run = await runs.number_of(current) if current is not None else 1
+            activity = await RequestMessagesRepository(session).run_activity(
+                request_id,
+                PROGRESS_TYPES,
+                since=current.created_at if current is not None else None,
+                latest=blocks.PROGRESS_LINES,
             )
-            if since is not None:
-                activity = activity.where(RequestMessage.created_at >= since)
-            counted = activity.subquery()
-            totals = (
-                await session.execute(
-                    select(
-                        func.count(),
-                        func.count().filter(counted.c.type == MessageType.AGENT_TOOL_CALL),
-                        func.count(distinct(counted.c.metadata["filePath"].astext)).filter(
-                            counted.c.type == MessageType.AGENT_FILE_CHANGE
-                        ),
-                        func.count().filter(counted.c.type == MessageType.AGENT_TERMINAL),
-                    ).select_from(counted)
-                )
-            ).one()
-            if not totals[0]:
+            if not activity.steps:
                 return
-            latest = list(
-                (
-                    await session.scalars(
-                        activity.where(RequestMessage.type != MessageType.AGENT_SUMMARY)
-                        .order_by(RequestMessage.id.desc())
-                        .limit(blocks.PROGRESS_LINES)
-                    )
-                ).all()
-            )
-            summary = await session.scalar(
-                activity.where(RequestMessage.type == MessageType.AGENT_SUMMARY)
-                .order_by(RequestMessage.id.desc())
-                .limit(1)
-            )
             thread_ts = await _thread_ts(session, request)
             posted = (await _posts(session, request_id)).get(("progress", str(run)))
+        if posted is not None:
+            # The spacing is measured from the last edit, not from when this job was queued:
+            # a job that ran late must not make the next edit come early.
+            since = (utcnow() - posted.updated_at).total_seconds()
+            if since < slack.progress_interval_s:
+                raise RetryLater("progress edited moments ago", slack.progress_interval_s - since)
         message = blocks.progress_message(
             run,
-            blocks.Progress(
-                steps=int(totals[0]),
-                tool_calls=int(totals[1]),
-                files_changed=int(totals[2]),
-                commands=int(totals[3]),
-                latest=list(reversed(latest)),
-                summary=summary,
-            ),
+            activity,
             running=request.status == RequestStatus.PROCESSING,
             clean=slack.scrub,
         )
@@ -587,9 +502,7 @@ async def sync_progress(services: Services, job: ClaimedJob) -> None:
                 blocks=message.blocks,
             )
             async with services.session_factory.begin() as session:
-                row = await session.get(SlackPost, posted.id)
-                if row is not None:
-                    row.updated_at = utcnow()
+                await SlackPostsRepository(session).touch(posted.id)
             return
         data = await post_once(
             services,
@@ -604,10 +517,56 @@ async def sync_progress(services: Services, job: ClaimedJob) -> None:
         await _record(services, request_id, "progress", str(run), channel, str(data["ts"]))
 
 
-def job_handlers(services: Services) -> dict[str, JobHandler]:
-    """The Slack notification jobs."""
-    return {
-        ROOT_JOB: JobHandler(run=as_job(sync_root), on_exhausted=root_exhausted, timeout_s=30),
-        THREAD_JOB: JobHandler(run=as_job(sync_thread), timeout_s=60),
-        PROGRESS_JOB: JobHandler(run=as_job(sync_progress), timeout_s=30),
-    }
+class SlackNotifier:
+    """Keeps Slack in line with the database: subscribed to request changes, runs the jobs."""
+
+    def __init__(self, slack: SlackFeature) -> None:
+        self.slack = slack
+
+    @property
+    def activity_job(self) -> jobs.CoalescedJob:
+        """What agent activity queues (bot.api.activity): the coalesced progress update."""
+        return progress_job(self.slack)
+
+    async def on_change(self, session: AsyncSession, change: RequestChange) -> None:
+        """Queue the Slack updates a change calls for (requests with a Slack channel only)."""
+        request, message = change.request, change.message
+        if not request.slack_channel_id:
+            return
+        request_id = request.request_id
+        kind = message.type if message is not None else None
+        if change.status_changed or kind == MessageType.INITIAL_REQUEST:
+            await _enqueue_coalesced(session, ROOT_JOB, request_id)
+        if kind in THREAD_TYPES or (
+            change.status_changed and request.status == RequestStatus.COMPLETED
+        ):
+            await _enqueue_coalesced(session, THREAD_JOB, request_id)
+        if kind in PROGRESS_TYPES:
+            await _enqueue_coalesced(
+                session, PROGRESS_JOB, request_id, self.slack.progress_interval_s
+            )
+        elif change.status_changed and request.status != RequestStatus.PROCESSING:
+            # The run ended: the progress message should say so.
+            await _enqueue_coalesced(session, PROGRESS_JOB, request_id)
+
+    def job_handlers(self) -> dict[str, JobHandler]:
+        """The Slack notification jobs."""
+        slack = self.slack
+
+        async def root(job: ClaimedJob) -> None:
+            await sync_root(slack, job)
+
+        async def root_failed(job: ClaimedJob) -> None:
+            await root_exhausted(slack, job)
+
+        async def thread(job: ClaimedJob) -> None:
+            await sync_thread(slack, job)
+
+        async def progress(job: ClaimedJob) -> None:
+            await sync_progress(slack, job)
+
+        return {
+            ROOT_JOB: JobHandler(run=as_job(root), on_exhausted=root_failed, timeout_s=30),
+            THREAD_JOB: JobHandler(run=as_job(thread), timeout_s=60),
+            PROGRESS_JOB: JobHandler(run=as_job(progress), timeout_s=30),
+        }

@@ -7,35 +7,23 @@ seen with a reaction.
 
 from __future__ import annotations
 
-import enum
 import logging
 from typing import Any
 
 from slack_bolt.response import BoltResponse
 
-from bot.dispatch import DispatchKind, enqueue_dispatch
-from bot.events import request_changed
+from bot.requests.actions import Actor, Reply
 from bot.slack import interactions
-from bot.slack.answers import open_question, record_answer
 from bot.slack.client import SlackError
 from bot.slack.errors import record_failure
 from bot.slack.feature import SlackFeature
 from bot.slack.payloads import EventCallback, MessageEvent
-from storage.deliveries import claim_delivery
-from storage.models import RequestStatus
-from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
-from storage.repositories.request_messages import Actor
+from storage.models import MessageSource
+from storage.repositories import FeatureRequestRepository
 
 log = logging.getLogger(__name__)
 
 REPLY_ROUTE = "thread_reply"
-
-
-class Reply(enum.Enum):
-    ANSWER = "answer"
-    FOLLOW_UP = "follow_up"
-    NOTE = "note"
-    DUPLICATE = "duplicate"
 
 
 async def user_name(feature: SlackFeature, user_id: str) -> str:
@@ -68,14 +56,13 @@ async def handle_message(feature: SlackFeature, callback: EventCallback) -> None
     if request is None:
         return
     name = await user_name(feature, event.user)
-    await record_reply(feature, callback, Actor(event.user, name))
+    await record_reply(feature, callback, Actor(event.user, name, MessageSource.SLACK))
 
 
 async def record_reply(
     feature: SlackFeature, callback: EventCallback, actor: Actor
 ) -> Reply | None:
-    """One transaction: dedupe by event id, record, change status and dispatch as the state says."""
-    services = feature.services
+    """One transaction: the lifecycle records the reply as the request's state says."""
     event = callback.event
     assert event.thread_ts is not None
     metadata = {
@@ -83,47 +70,20 @@ async def record_reply(
         "slackThreadTs": event.thread_ts,
         "slackChannelId": event.channel,
     }
-    async with services.session_factory.begin() as session:
-        requests = FeatureRequestRepository(session)
-        request = await requests.find_by_slack_thread(event.channel, event.thread_ts, lock=True)
+    async with feature.services.session_factory.begin() as session:
+        request = await FeatureRequestRepository(session).find_by_slack_thread(
+            event.channel, event.thread_ts, lock=True
+        )
         if request is None:
             return None
-        if not await claim_delivery(session, "slack_event", callback.event_id):
-            return Reply.DUPLICATE
-        if request.status == RequestStatus.AWAITING_CLARIFICATION:
-            question = await open_question(session, request.request_id)
-            answered = await record_answer(
-                services,
-                session,
-                request,
-                question,
-                event.text,
-                actor,
-                {**metadata, "answeredVia": "thread"},
-            )
-            if answered is not None:
-                return Reply.ANSWER
-        messages = RequestMessagesRepository(session)
-        if request.status == RequestStatus.PR_CREATED:
-            message = await messages.add_follow_up_request(
-                request.request_id, event.text, actor, metadata={**metadata, "dispatched": True}
-            )
-            request = await requests.update_status(request.request_id, RequestStatus.PROCESSING)
-            await enqueue_dispatch(
-                session,
-                request.request_id,
-                DispatchKind.FOLLOW_UP,
-                max_attempts=services.settings.clarity_job_max_attempts,
-            )
-            await request_changed(services, session, request, message=message, status_changed=True)
-            return Reply.FOLLOW_UP
-        # Any other state: kept as a follow-up that is not dispatched now; the runner gets it
-        # with the conversation of the next dispatch (answer, follow-up or retry).
-        message = await messages.add_follow_up_request(
-            request.request_id, event.text, actor, metadata={**metadata, "dispatched": False}
+        return await feature.lifecycle.reply(
+            session,
+            request,
+            event.text,
+            actor,
+            metadata=metadata,
+            delivery=("slack_event", callback.event_id),
         )
-        await request_changed(services, session, request, message=message)
-        return Reply.NOTE
 
 
 async def in_request_thread(feature: SlackFeature, event: MessageEvent) -> bool:

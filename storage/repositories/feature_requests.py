@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import (
@@ -22,7 +22,15 @@ from storage.errors import (
     translate,
 )
 from storage.lifecycle import can_transition
-from storage.models import FeatureRequest, RequestStatus, utcnow
+from storage.models import (
+    FeatureRequest,
+    Job,
+    MessageSource,
+    RequestMessage,
+    RequestOrigin,
+    RequestStatus,
+    utcnow,
+)
 
 _IMMUTABLE = frozenset({"id", "request_id", "created_at"})
 _COLUMNS = frozenset(c.key for c in FeatureRequest.__table__.columns)
@@ -138,8 +146,16 @@ class FeatureRequestRepository:
     async def find_by_pr(
         self, repo: str, pr_number: int, *, lock: bool = False
     ) -> FeatureRequest | None:
-        return await self._one(
+        """By repository and PR number; names compare case-insensitively, as on GitHub."""
+        found = await self._one(
             FeatureRequest.repo == repo, FeatureRequest.pr_number == pr_number, lock=lock
+        )
+        if found is not None:
+            return found
+        return await self._one(
+            func.lower(FeatureRequest.repo) == repo.lower(),
+            FeatureRequest.pr_number == pr_number,
+            lock=lock,
         )
 
     async def update_status(
@@ -197,6 +213,8 @@ class FeatureRequestRepository:
         cursor: str | None = None,
         slack_user_id: str | None = None,
         status: RequestStatus | None = None,
+        repo: str | None = None,
+        origin: RequestOrigin | None = None,
     ) -> Page:
         """Newest first, keyset-paginated by (created_at, id)."""
         limit = max(1, min(limit, 200))
@@ -205,6 +223,10 @@ class FeatureRequestRepository:
             stmt = stmt.where(FeatureRequest.slack_user_id == slack_user_id)
         if status is not None:
             stmt = stmt.where(FeatureRequest.status == status)
+        if repo is not None:
+            stmt = stmt.where(func.lower(FeatureRequest.repo) == repo.lower())
+        if origin is not None:
+            stmt = stmt.where(FeatureRequest.origin == origin)
         if cursor:
             created, row_id = _decode_cursor(cursor)
             stmt = stmt.where(
@@ -261,3 +283,65 @@ class FeatureRequestRepository:
         except DB_ERRORS as exc:
             raise translate(exc, QueryError, "computing median duration") from exc
         return float(value) if value is not None else None
+
+    async def count_by_status(self) -> dict[RequestStatus, int]:
+        """How many requests are in each status now."""
+        stmt = select(FeatureRequest.status, func.count()).group_by(FeatureRequest.status)
+        try:
+            rows = (await self.session.execute(stmt)).all()
+        except DB_ERRORS as exc:
+            raise translate(exc, QueryError, "counting requests") from exc
+        return {status: int(count) for status, count in rows}
+
+    async def any_processing(self) -> bool:
+        """Whether some request is being worked on."""
+        try:
+            found = await self.session.scalar(
+                select(FeatureRequest.id)
+                .where(FeatureRequest.status == RequestStatus.PROCESSING)
+                .limit(1)
+            )
+        except DB_ERRORS as exc:
+            raise translate(exc, QueryError, "looking for processing requests") from exc
+        return found is not None
+
+    async def silent_processing(
+        self, cutoff: dt.datetime, *, dispatch_kind: str, limit: int = 100
+    ) -> list[FeatureRequest]:
+        """Processing requests nobody has said anything about since `cutoff`, locked.
+
+        Requests whose dispatch is still queued or running are not silent. Several replicas
+        may ask at once: SKIP LOCKED hands each request to exactly one.
+        """
+        last_word = (
+            select(func.max(RequestMessage.created_at))
+            .where(
+                RequestMessage.request_id == FeatureRequest.request_id,
+                RequestMessage.source == MessageSource.SYSTEM,
+            )
+            .correlate(FeatureRequest)
+            .scalar_subquery()
+        )
+        dispatch_pending = exists().where(
+            Job.kind == dispatch_kind,
+            Job.request_id == FeatureRequest.request_id,
+            Job.status.in_(["queued", "running"]),
+        )
+        stmt = (
+            select(FeatureRequest)
+            .where(
+                FeatureRequest.status == RequestStatus.PROCESSING,
+                func.greatest(
+                    FeatureRequest.updated_at, func.coalesce(last_word, FeatureRequest.updated_at)
+                )
+                < cutoff,
+                ~dispatch_pending,
+            )
+            .order_by(FeatureRequest.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=FeatureRequest)
+        )
+        try:
+            return list((await self.session.scalars(stmt)).all())
+        except DB_ERRORS as exc:
+            raise translate(exc, QueryError, "finding silent requests") from exc

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from storage.errors import DB_ERRORS, InsertError, QueryError, StorageError, translate
@@ -31,6 +32,20 @@ class Actor:
 class TotalMetrics:
     total_duration_ms: int
     total_cost_cents: int
+
+
+@dataclass(frozen=True)
+class RunActivity:
+    """One run's agent activity: counters, the latest steps, the summary and todo list."""
+
+    steps: int
+    tool_calls: int
+    files_changed: int
+    commands: int
+    latest: list[RequestMessage]
+    summary: RequestMessage | None
+    # The latest TodoWrite call (its metadata carries `todos`), if the agent keeps a list.
+    todos: RequestMessage | None = None
 
 
 @dataclass(frozen=True)
@@ -368,3 +383,91 @@ class RequestMessagesRepository:
         except DB_ERRORS as exc:
             raise translate(exc, QueryError, "counting messages") from exc
         return int(value or 0)
+
+    async def open_question(self, request_id: str) -> RequestMessage | None:
+        """The request's latest clarification_ask."""
+        try:
+            return await self.session.scalar(
+                select(RequestMessage)
+                .where(
+                    RequestMessage.request_id == request_id,
+                    RequestMessage.type == MessageType.CLARIFICATION_ASK,
+                )
+                .order_by(RequestMessage.created_at.desc(), RequestMessage.id.desc())
+                .limit(1)
+            )
+        except DB_ERRORS as exc:
+            raise translate(exc, QueryError, "reading the open question") from exc
+
+    async def get(self, message_id: int) -> RequestMessage | None:
+        """One message by id."""
+        try:
+            return await self.session.get(RequestMessage, message_id)
+        except DB_ERRORS as exc:
+            raise translate(exc, QueryError, "reading a message") from exc
+
+    async def run_activity(
+        self,
+        request_id: str,
+        types: Iterable[MessageType],
+        *,
+        since: dt.datetime | None,
+        latest: int,
+    ) -> RunActivity:
+        """A run's activity at a glance: counters, the latest steps, the summary if any."""
+        activity = select(RequestMessage).where(
+            RequestMessage.request_id == request_id, RequestMessage.type.in_(list(types))
+        )
+        if since is not None:
+            activity = activity.where(RequestMessage.created_at >= since)
+        counted = activity.subquery()
+        try:
+            totals = (
+                await self.session.execute(
+                    select(
+                        func.count(),
+                        func.count().filter(counted.c.type == MessageType.AGENT_TOOL_CALL),
+                        func.count(distinct(counted.c.metadata["filePath"].astext)).filter(
+                            counted.c.type == MessageType.AGENT_FILE_CHANGE
+                        ),
+                        func.count().filter(counted.c.type == MessageType.AGENT_TERMINAL),
+                    ).select_from(counted)
+                )
+            ).one()
+            recent: list[RequestMessage] = []
+            summary = None
+            todos = None
+            if totals[0]:
+                recent = list(
+                    (
+                        await self.session.scalars(
+                            activity.where(RequestMessage.type != MessageType.AGENT_SUMMARY)
+                            .order_by(RequestMessage.id.desc())
+                            .limit(latest)
+                        )
+                    ).all()
+                )
+                summary = await self.session.scalar(
+                    activity.where(RequestMessage.type == MessageType.AGENT_SUMMARY)
+                    .order_by(RequestMessage.id.desc())
+                    .limit(1)
+                )
+                todos = await self.session.scalar(
+                    activity.where(
+                        RequestMessage.type == MessageType.AGENT_TOOL_CALL,
+                        RequestMessage.metadata_.has_key("todos"),
+                    )
+                    .order_by(RequestMessage.id.desc())
+                    .limit(1)
+                )
+        except DB_ERRORS as exc:
+            raise translate(exc, QueryError, "reading run activity") from exc
+        return RunActivity(
+            steps=int(totals[0]),
+            tool_calls=int(totals[1]),
+            files_changed=int(totals[2]),
+            commands=int(totals[3]),
+            latest=list(reversed(recent)),
+            summary=summary,
+            todos=todos,
+        )

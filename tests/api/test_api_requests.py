@@ -299,3 +299,53 @@ async def test_big_agent_posts_are_written_in_bounded_groups(harness: Harness) -
     assert len(statements) > 1 and max(statements) < 2 * 1024 * 1024 + 160_000
     stored = {m.content: m.metadata_ for m in await harness.messages(rid)}
     assert all(stored[f"run {i}"] == {"stdout": out} for i, out in enumerate(outputs))
+
+
+async def test_list_requests_newest_first_with_filters_and_pages(harness: Harness) -> None:
+    ids = [await create(harness, description=f"request {i}") for i in range(5)]
+    other = await create(harness, repo="acme/other", origin="github_issue")
+    status, body = await harness.api("GET", "/requests?limit=2")
+    assert status == 200
+    assert [r["requestId"] for r in body["requests"]] == [other, ids[4]]
+    seen = [r["requestId"] for r in body["requests"]]
+    while body["nextCursor"]:
+        status, body = await harness.api("GET", f"/requests?limit=2&cursor={body['nextCursor']}")
+        assert status == 200
+        seen += [r["requestId"] for r in body["requests"]]
+    assert seen == [other, *reversed(ids)]
+    _, by_repo = await harness.api("GET", "/requests?repo=ACME/other")
+    assert [r["requestId"] for r in by_repo["requests"]] == [other]
+    _, by_origin = await harness.api("GET", "/requests?origin=web")
+    assert len(by_origin["requests"]) == 5
+    _, by_status = await harness.api("GET", "/requests?status=completed")
+    assert by_status == {"requests": [], "nextCursor": None}
+
+
+async def test_list_requests_refuses_bad_queries_and_job_tokens(harness: Harness) -> None:
+    rid = await create(harness)
+    for query, field in (
+        ("?limit=0", "limit"),
+        ("?limit=abc", "limit"),
+        ("?status=bogus", "status"),
+        ("?cursor=garbage", "cursor"),
+        ("?color=blue", "color"),
+    ):
+        status, body = await harness.api("GET", "/requests" + query)
+        assert status == 422, (query, body)
+        assert body["error"]["details"][0]["field"] == field, body
+    job_token = TokenAuthority(harness.services.settings).issue(rid, 60)
+    status, _ = await harness.api("GET", "/requests", token=job_token)
+    assert status == 401
+
+
+async def test_request_ids_have_one_format_whatever_the_door(harness: Harness) -> None:
+    rid = await create(harness)
+    assert rid.startswith("req_") and len(rid) == 20
+
+
+async def test_agents_get_the_public_base_url_plus_api(db_url: str) -> None:
+    for public in ("https://clarity.example.com", "https://clarity.example.com/api/"):
+        async with running_clarity(db_url, clarity_public_url=public) as h:
+            await create(h)
+            await h.run_jobs()
+            assert h.runner.calls[-1].body["apiUrl"] == "https://clarity.example.com/api"

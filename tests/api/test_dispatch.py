@@ -8,7 +8,7 @@ import datetime as dt
 from fakes.harness import Harness, running_clarity, types_of
 from sqlalchemy import update
 
-from bot.dispatch import DispatchKind, enqueue_dispatch, sweep_silent_runs
+from bot.requests.queue import DispatchKind, enqueue_dispatch
 from storage import jobs
 from storage.models import Job, RequestStatus, utcnow
 from storage.repositories import FeatureRequestRepository
@@ -119,7 +119,7 @@ async def test_final_requests_are_not_dispatched_but_cancel_is(harness: Harness)
     rid = await create(harness)
     async with harness.services.session_factory.begin() as session:
         await FeatureRequestRepository(session).update_status(rid, RequestStatus.CANCELLED)
-        await enqueue_dispatch(session, rid, DispatchKind.CANCEL)
+        await enqueue_dispatch(session, rid, DispatchKind.CANCEL, max_attempts=3)
     await harness.run_jobs()
     assert [c.body["kind"] for c in harness.runner.calls] == ["cancel"]
     assert harness.runner.calls[0].idempotency_key == f"{rid}:2"
@@ -136,7 +136,8 @@ async def test_watchdog_fails_silent_runs_once(harness: Harness) -> None:
         )
     # Two replicas sweeping at the same moment fail it once.
     results = await asyncio.gather(
-        sweep_silent_runs(harness.services), sweep_silent_runs(harness.services)
+        harness.clarity.dispatcher.sweep_silent_runs(),
+        harness.clarity.dispatcher.sweep_silent_runs(),
     )
     assert sorted(r for rs in results for r in rs) == [silent]
     assert (await harness.request(silent)).status.value == "error"
@@ -152,13 +153,13 @@ async def test_watchdog_leaves_requests_with_a_pending_dispatch(harness: Harness
     rid = await create(harness)
     await harness.run_jobs()
     async with harness.services.session_factory.begin() as session:
-        await enqueue_dispatch(session, rid, DispatchKind.RETRY)
+        await enqueue_dispatch(session, rid, DispatchKind.RETRY, max_attempts=3)
     for table, column in (("feature_requests", "updated_at"), ("request_messages", "created_at")):
         await harness.execute(
             f"UPDATE {table} SET {column} = {column} - interval '2 hours' WHERE request_id = :r",
             r=rid,
         )
-    assert await sweep_silent_runs(harness.services) == []
+    assert await harness.clarity.dispatcher.sweep_silent_runs() == []
 
 
 async def test_startup_queues_the_watchdog_when_requests_are_processing(db_url: str) -> None:

@@ -16,7 +16,6 @@ from fakes.fake_github import FakeGitHub
 from fakes.fake_runner import FakeRunner
 from fakes.harness import API_TOKEN, APP_ID, WEBHOOK_SECRET, app_key, sign
 
-from bot.workers import job_registry
 from tests.slack.fake_slack import FakeSlack
 from tests.slack.harness import BOT_TOKEN, Clarity, running_clarity
 
@@ -105,7 +104,11 @@ async def loop(db_url: str, **settings: Any) -> AsyncIterator[Loop]:
         try:
             async with (
                 running_clarity(
-                    db_url, slack, handlers=job_registry, progress_interval_s=0.5, **values
+                    db_url,
+                    slack,
+                    handlers=lambda graph: graph.jobs,
+                    progress_interval_s=0.5,
+                    **values,
                 ) as clarity,
                 aiohttp.ClientSession() as http,
             ):
@@ -218,7 +221,7 @@ async def test_the_whole_loop(db_url: str) -> None:
         calls = visible(lp.slack)
         assert calls == [
             ("chat.postMessage", f"{title} :gear: Working"),
-            ("chat.postMessage", "Working: 1 steps"),
+            ("chat.postMessage", "Working: 1 step"),
             ("chat.update", "Working: 201 steps"),
             ("chat.update", f"{title} :question: Waiting for an answer"),
             ("chat.postMessage", "Clarity needs your input: Follow the OS theme or a toggle?"),
@@ -232,7 +235,7 @@ async def test_the_whole_loop(db_url: str) -> None:
             ),
             ("chat.update", f"{title} :white_check_mark: Completed"),
             ("chat.postMessage", "Completed. Total cost $2.50 · total time 5m 0s"),
-            ("chat.postMessage", "Run finished: 1 steps"),
+            ("chat.postMessage", "Run finished: 1 step"),
         ]
         # The bot token the agent echoed reached Slack masked.
         everything = json.dumps([c.params for c in lp.slack.calls()])

@@ -23,20 +23,20 @@ from fakes.fake_github import FakeGitHub, make_app_key
 from fakes.fake_runner import FakeRunner
 from sqlalchemy import func, select, text
 
-from bot import api, github
-from bot.features import install_features
-from bot.server import FeatureSetup, build_app
-from bot.services import Services, build_cipher
+from bot.app import Clarity, build_app, build_services
+from bot.server import build_web_app
+from bot.services import Services
 from bot.settings import Settings
-from bot.workers import Backoff, WorkerPool, job_registry
-from storage.engine import create_engine, create_session_factory
+from bot.workers import Backoff, WorkerPool
 from storage.models import FeatureRequest, Job, RequestMessage
 
 API_TOKEN = "clarity-test-api-token-5f2d9c"
 ENCRYPTION_KEY = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 WEBHOOK_SECRET = "github-webhook-secret-81e4"
 APP_ID = "123456"
-MY_JOB_KINDS = frozenset({"dispatch", "runner_watchdog", "github_comment", "github_tracking_issue"})
+MY_JOB_KINDS = frozenset(
+    {"dispatch", "runner_watchdog", "github_comment", "github_tracking_issue", "maintenance"}
+)
 
 
 @functools.cache
@@ -65,21 +65,17 @@ def make_settings(db_url: str, **overrides: Any) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
-def make_services(settings: Settings) -> Services:
-    """Services as `clarity serve` builds them, on the test database."""
-    engine = create_engine(str(settings.secret("database_url")), pool_size=5, max_overflow=20)
-    services = Services(
-        settings=settings,
-        engine=engine,
-        session_factory=create_session_factory(engine),
-        cipher=build_cipher(settings),
+def make_clarity(settings: Settings) -> Clarity:
+    """The object graph as `clarity serve` builds it, on the test database."""
+    services = build_services(
+        settings, str(settings.secret("database_url")), pool_size=5, max_overflow=20
     )
-    install_features(services)
-    return services
+    return build_app(settings, services=services)
 
 
 @dataclass
 class Harness:
+    clarity: Clarity
     services: Services
     client: TestClient[web.Request, web.Application]
     runner: FakeRunner
@@ -131,7 +127,7 @@ class Harness:
     # -- jobs ----------------------------------------------------------------------------
 
     def pool(self) -> WorkerPool:
-        handlers = job_registry(self.services)
+        handlers = self.clarity.jobs
         if self.kinds is not None:
             handlers = {k: v for k, v in handlers.items() if k in self.kinds}
         return WorkerPool(self.services, handlers, backoff=Backoff(base_s=0))
@@ -199,10 +195,9 @@ def types_of(messages: Iterable[RequestMessage]) -> list[str]:
 async def running_clarity(
     db_url: str,
     *,
-    features: list[FeatureSetup] | None = None,
     kinds: frozenset[str] | None = MY_JOB_KINDS,
     github_configured: bool = True,
-    prepare: Callable[[Services], None] | None = None,
+    prepare: Callable[[Clarity], None] | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Harness]:
     """A served Clarity app with a fake runner and a fake GitHub, torn down afterwards."""
@@ -217,18 +212,14 @@ async def running_clarity(
             "github_installation_id": str(fake_github.installation_id),
         }
     settings_values.update(overrides)
-    services = make_services(make_settings(db_url, **settings_values))
+    clarity = make_clarity(make_settings(db_url, **settings_values))
     if prepare is not None:
-        prepare(services)
-    app = build_app(
-        services,
-        run_workers=False,
-        features=features if features is not None else [api.setup, github.setup],
-    )
+        prepare(clarity)
+    app = build_web_app(clarity, run_workers=False)
     client: TestClient[web.Request, web.Application] = TestClient(TestServer(app))
     await client.start_server()
     try:
-        yield Harness(services, client, runner, fake_github, kinds)
+        yield Harness(clarity, clarity.services, client, runner, fake_github, kinds)
     finally:
         await client.close()
         await runner.close()

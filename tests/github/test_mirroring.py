@@ -5,9 +5,9 @@ from __future__ import annotations
 from fakes import github_events as gh
 from fakes.harness import API_TOKEN, APP_ID, Harness, app_key, running_clarity
 
-from bot import events
-from bot.dispatch import DispatchKind, enqueue_dispatch
-from bot.workers import WorkerPool, job_registry
+from bot.requests.events import RequestChange
+from bot.requests.queue import DispatchKind, enqueue_dispatch
+from bot.workers import WorkerPool
 from storage.models import MessageSource, MessageType, RequestOrigin
 from storage.repositories import (
     AppConfigRepository,
@@ -34,7 +34,7 @@ async def slack_request(h: Harness, request_id: str = "slack-req-1") -> str:
         message = await RequestMessagesRepository(session).add_message(
             request_id, MessageType.INITIAL_REQUEST, MessageSource.SLACK, "Add a dark mode toggle"
         )
-        await events.request_changed(h.services, session, row, message=message, status_changed=True)
+        await h.clarity.events.publish(session, RequestChange(row, message, True))
     return request_id
 
 
@@ -43,7 +43,7 @@ async def test_slack_request_opens_a_tracking_issue(harness: Harness) -> None:
     assert len(await harness.jobs("github_tracking_issue")) == 1
     # The tracking issue first (pending → issue_created), then dispatch (→ processing).
     async with harness.services.session_factory.begin() as session:
-        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL, max_attempts=3)
     await harness.run_jobs()
     (call,) = harness.github.calls_to("POST", f"/repos/{gh.REPO}/issues")
     assert call.body["title"] == "Dark mode"
@@ -62,8 +62,8 @@ async def test_slack_request_opens_a_tracking_issue(harness: Harness) -> None:
 async def test_first_dispatch_opens_the_tracking_issue_before_posting(harness: Harness) -> None:
     rid = await slack_request(harness)
     async with harness.services.session_factory.begin() as session:
-        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
-    only_dispatch = {"dispatch": job_registry(harness.services)["dispatch"]}
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL, max_attempts=3)
+    only_dispatch = {"dispatch": harness.clarity.jobs["dispatch"]}
     await WorkerPool(harness.services, only_dispatch).run_until_idle()
     assert harness.runner.accepted[0].body["issueNumber"] == 1
     await harness.run_jobs()  # the tracking job finds the issue opened
@@ -76,9 +76,9 @@ async def test_first_dispatch_opens_the_tracking_issue_before_posting(harness: H
 async def test_github_down_does_not_hold_up_dispatch(harness: Harness) -> None:
     rid = await slack_request(harness)
     async with harness.services.session_factory.begin() as session:
-        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL, max_attempts=3)
     harness.github.fail_next(1, status=502)  # the token exchange fails once
-    only_dispatch = {"dispatch": job_registry(harness.services)["dispatch"]}
+    only_dispatch = {"dispatch": harness.clarity.jobs["dispatch"]}
     await WorkerPool(harness.services, only_dispatch).run_until_idle()
     assert harness.runner.accepted[0].body["issueNumber"] is None
     assert (await harness.request(rid)).status.value == "processing"
@@ -171,7 +171,7 @@ async def test_a_tracking_issue_whose_answer_was_lost_is_opened_once(harness: Ha
     rid = await slack_request(harness)
     harness.github.lose_next("POST", f"/repos/{gh.REPO}/issues")
     async with harness.services.session_factory.begin() as session:
-        await enqueue_dispatch(session, rid, DispatchKind.INITIAL)
+        await enqueue_dispatch(session, rid, DispatchKind.INITIAL, max_attempts=3)
     await harness.run_jobs()
     # Dispatch tried first and lost GitHub's answer; the tracking job found the issue.
     assert len(harness.github.calls_to("POST", f"/repos/{gh.REPO}/issues")) == 1

@@ -158,7 +158,13 @@ async def test_human_comment_answers_a_waiting_request(harness: Harness) -> None
         "octocat",
         "Dark, please",
     )
-    assert answer.metadata_ == {"issueCommentId": 777001}
+    # Answers from every door claim the question and record which one they answer.
+    question = next(m for m in await harness.messages(rid) if m.type.value == "clarification_ask")
+    assert answer.metadata_ == {
+        "issueCommentId": 777001,
+        "answeredVia": "issue_comment",
+        "questionMessageId": question.id,
+    }
     await harness.run_jobs()
     last = harness.runner.accepted[-1].body
     assert last["kind"] == "clarification_answer"

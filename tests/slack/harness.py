@@ -21,12 +21,13 @@ import aiohttp
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select
 
-from bot.runtime import build_services
-from bot.server import build_app
+from bot.app import Clarity as Graph
+from bot.app import build_app, build_services
+from bot.server import build_web_app
 from bot.services import Services
 from bot.settings import load_settings
 from bot.slack import job_handlers as slack_job_handlers
-from bot.slack.feature import EXTRAS_KEY, SlackFeature
+from bot.slack.feature import SlackFeature
 from bot.slack.filing import FILE_JOB
 from bot.slack.interactions import INTERACTION_JOB
 from bot.workers import Backoff, JobHandler, WorkerPool
@@ -44,6 +45,7 @@ class Clarity:
     """A running server and the handles a test needs."""
 
     url: str
+    graph: Graph
     services: Services
     feature: SlackFeature
     slack: FakeSlack
@@ -125,7 +127,7 @@ async def running_clarity(
     db_url: str,
     slack: FakeSlack,
     *,
-    handlers: Callable[[Services], dict[str, JobHandler]] | None = None,
+    handlers: Callable[[Graph], dict[str, JobHandler]] | None = None,
     progress_interval_s: float = 0.0,
     **settings: Any,
 ) -> AsyncIterator[Clarity]:
@@ -141,14 +143,20 @@ async def running_clarity(
         "clarity_run_workers": False,
     }
     values.update(settings)
-    services = build_services(load_settings(**values), db_url)
-    feature = SlackFeature(services, progress_interval_s=progress_interval_s)
-    services.extras[EXTRAS_KEY] = feature
-    server = TestServer(build_app(services, run_workers=False), host="127.0.0.1")
+    settings = load_settings(**values)
+    graph = build_app(
+        settings, services=build_services(settings, db_url), progress_interval_s=progress_interval_s
+    )
+    services, feature = graph.services, graph.slack
+    server = TestServer(build_web_app(graph, run_workers=False), host="127.0.0.1")
     await server.start_server()
+
+    def slack_only(graph: Graph) -> dict[str, JobHandler]:
+        return slack_job_handlers(graph.slack, graph.slack_notifier)
+
     pool = WorkerPool(
         services,
-        (handlers or slack_job_handlers)(services),
+        (handlers or slack_only)(graph),
         concurrency=1,
         backoff=Backoff(base_s=0),
         worker_id="test-worker",
@@ -158,6 +166,7 @@ async def running_clarity(
             sender = SlackSender(http, str(server.make_url("/slack/events")), SIGNING_SECRET, slack)
             yield Clarity(
                 url=str(server.make_url("")).rstrip("/"),
+                graph=graph,
                 services=services,
                 feature=feature,
                 slack=slack,

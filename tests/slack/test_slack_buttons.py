@@ -22,7 +22,7 @@ def _buttons(blocks: list[dict]) -> list[dict]:  # type: ignore[type-arg]
 
 async def test_retry_on_error_redispatches_once_even_when_double_clicked(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.fail(clarity.services, request.request_id, "container exited 137")
+    await agent.fail(clarity.graph, request.request_id, "container exited 137")
     await clarity.run_jobs()
     [error_post] = [
         c for c in clarity.slack.calls("chat.postMessage") if "The run failed" in c["text"]
@@ -118,7 +118,7 @@ async def test_admin_may_cancel(db_url: str, fake_slack: FakeSlack) -> None:
 async def test_question_buttons_answer_modal_and_answered_once(clarity: Clarity) -> None:
     request = await clarity.file()
     question = await agent.ask(
-        clarity.services,
+        clarity.graph,
         request.request_id,
         "Dark grey or pure black?",
         ["Dark grey", "Pure black"],
@@ -195,7 +195,7 @@ async def test_question_buttons_answer_modal_and_answered_once(clarity: Clarity)
     assert _buttons(closed["blocks"]) == []
 
     # The modal path on a fresh question.
-    second = await agent.ask(clarity.services, request.request_id, "Also the sidebar?")
+    second = await agent.ask(clarity.graph, request.request_id, "Also the sidebar?")
     await clarity.run_jobs()
     await clarity.sender.submit_view(
         "clarity_answer",

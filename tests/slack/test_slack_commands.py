@@ -227,3 +227,28 @@ async def test_allowlist_refuses_others_politely(db_url: str, fake_slack: FakeSl
         async with clarity.services.session_factory() as session:
             deliveries = await session.scalar(select(func.count()).select_from(InboundDelivery))
         assert deliveries == 1
+
+
+async def test_without_a_runner_the_person_is_told_plainly_and_gets_no_retry_button(
+    db_url: str, fake_slack: FakeSlack
+) -> None:
+    async with running_clarity(
+        db_url, fake_slack, handlers=lambda graph: graph.jobs, runner_url=None
+    ) as clarity:
+        request = await clarity.file()
+        await clarity.run_jobs()
+        request = await clarity.request(request.request_id)
+        assert request.status.value == "error"
+        error = (await clarity.messages(request.request_id))[-1]
+        assert error.metadata_ is not None and error.metadata_["errorCode"] == "NO_RUNNER"
+        posted = [c for c in fake_slack.calls("chat.postMessage") if c.get("thread_ts")]
+        failure = next(c for c in posted if "No runner is configured" in json.dumps(c["blocks"]))
+        actions = [
+            e["action_id"]
+            for block in failure["blocks"]
+            if block["type"] == "actions"
+            for e in block["elements"]
+        ]
+        assert "retry_request" not in actions
+        # Nothing was handed anywhere: no dispatch was POSTed, and no retry is queued.
+        assert [j.status for j in await clarity.jobs("dispatch")] == ["done"]

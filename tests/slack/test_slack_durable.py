@@ -38,7 +38,7 @@ async def test_thread_reply_is_a_job_before_the_ack_and_answers_once_for_three_d
     clarity: Clarity,
 ) -> None:
     request = await clarity.file()
-    await agent.ask(clarity.services, request.request_id, "Which shade?")
+    await agent.ask(clarity.graph, request.request_id, "Which shade?")
     await clarity.run_jobs()
     clarity.slack.clear()
 
@@ -96,7 +96,7 @@ async def test_click_is_a_job_before_the_ack_and_retries_once_for_three_deliveri
     clarity: Clarity,
 ) -> None:
     request = await clarity.file()
-    await agent.fail(clarity.services, request.request_id, "container exited 137")
+    await agent.fail(clarity.graph, request.request_id, "container exited 137")
     await clarity.run_jobs()
     clarity.slack.clear()
 
@@ -139,7 +139,7 @@ async def test_click_is_a_job_before_the_ack_and_retries_once_for_three_deliveri
 
 async def test_option_click_and_answer_form_are_jobs_before_the_ack(clarity: Clarity) -> None:
     request = await clarity.file()
-    question = await agent.ask(clarity.services, request.request_id, "Grey or black?", ["Grey"])
+    question = await agent.ask(clarity.graph, request.request_id, "Grey or black?", ["Grey"])
     await clarity.run_jobs()
     body = block_actions_body(
         "clarification_option",
@@ -164,7 +164,7 @@ async def test_option_click_and_answer_form_are_jobs_before_the_ack(clarity: Cla
     # The clicker answered; being told "already answered" about their own click would be wrong.
     assert clarity.slack.responses == []
 
-    second = await agent.ask(clarity.services, request.request_id, "The sidebar too?")
+    second = await agent.ask(clarity.graph, request.request_id, "The sidebar too?")
     await clarity.run_jobs()
     for _ in range(2):
         sent = await clarity.sender.submit_view(
@@ -189,8 +189,8 @@ async def test_acked_interactions_survive_the_server_that_acked_them(
     async with running_clarity(db_url, fake_slack) as first:
         failed = await first.file("acme/web add dark mode")
         asking = await first.file("acme/api add rate limiting")
-        await agent.fail(first.services, failed.request_id, "container exited 137")
-        await agent.ask(first.services, asking.request_id, "Per user or per key?")
+        await agent.fail(first.graph, failed.request_id, "container exited 137")
+        await agent.ask(first.graph, asking.request_id, "Per user or per key?")
         await first.run_jobs()
 
         retry = block_actions_body(

@@ -23,7 +23,7 @@ def _thread_posts(slack: FakeSlack) -> list:  # type: ignore[type-arg]
 
 async def test_thread_shows_pr_and_completion_with_cost_and_duration(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.open_pr(clarity.services, request.request_id, number=42)
+    await agent.open_pr(clarity.graph, request.request_id, number=42)
     await clarity.run_jobs()
     [pr_post] = _thread_posts(clarity.slack)
     assert "https://github.com/acme/web/pull/42" in json.dumps(pr_post["blocks"])
@@ -34,7 +34,7 @@ async def test_thread_shows_pr_and_completion_with_cost_and_duration(clarity: Cl
     assert "Pull request open" in json.dumps(root_updates[-1]["blocks"])
 
     await agent.set_status(
-        clarity.services,
+        clarity.graph,
         request.request_id,
         RequestStatus.COMPLETED,
         cost_usd=456,
@@ -57,10 +57,10 @@ async def test_thread_shows_pr_and_completion_with_cost_and_duration(clarity: Cl
 
 async def test_agent_text_is_scrubbed_and_cut_before_slack(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
-    await agent.activity(clarity.services, request.request_id, f"using token {BOT_TOKEN} now")
+    await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
+    await agent.activity(clarity.graph, request.request_id, f"using token {BOT_TOKEN} now")
     await agent.fail(
-        clarity.services, request.request_id, f"auth failed with {BOT_TOKEN} " + "x" * 10_000
+        clarity.graph, request.request_id, f"auth failed with {BOT_TOKEN} " + "x" * 10_000
     )
     await clarity.run_jobs()
     sent = json.dumps([c.params for c in clarity.slack.calls() if c.method.startswith("chat.")])
@@ -77,7 +77,7 @@ async def test_thousand_agent_events_make_a_handful_of_slack_calls(
 ) -> None:
     async with running_clarity(db_url, fake_slack, progress_interval_s=1.0) as clarity:
         request = await clarity.file()
-        await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
+        await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
         await clarity.run_jobs()
         fake_slack.clear()
 
@@ -100,11 +100,11 @@ async def test_thousand_agent_events_make_a_handful_of_slack_calls(
             while not queue.empty():
                 i = queue.get_nowait()
                 kind = MessageType.AGENT_TOOL_CALL if i % 2 else MessageType.AGENT_THINKING
-                await agent.activity(clarity.services, request.request_id, f"step {i}", kind)
+                await agent.activity(clarity.graph, request.request_id, f"step {i}", kind)
 
         await asyncio.gather(*(agent_posts() for _ in range(8)))
         await agent.activity(
-            clarity.services, request.request_id, "All done", MessageType.AGENT_SUMMARY
+            clarity.graph, request.request_id, "All done", MessageType.AGENT_SUMMARY
         )
         posting_s = time.monotonic() - started
         # Let the last coalesced update run, then stop (a slow machine may need a while).
@@ -130,13 +130,13 @@ async def test_thousand_agent_events_make_a_handful_of_slack_calls(
 
 async def test_each_run_gets_its_own_progress_message(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
-    await agent.activity(clarity.services, request.request_id, "first run")
-    await agent.fail(clarity.services, request.request_id)
+    await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
+    await agent.activity(clarity.graph, request.request_id, "first run")
+    await agent.fail(clarity.graph, request.request_id)
     await clarity.run_jobs()
     await clarity.sender.click("retry_request", request.request_id)
     await clarity.settle()
-    await agent.activity(clarity.services, request.request_id, "second run")
+    await agent.activity(clarity.graph, request.request_id, "second run")
     await clarity.run_jobs()
     progress = [p for p in await clarity.posts(request.request_id) if p.purpose == "progress"]
     assert sorted(p.ref for p in progress) == ["1", "2"]
@@ -175,7 +175,7 @@ async def test_slack_429_is_retried_after_retry_after_then_succeeds(clarity: Cla
 async def test_slack_5xx_is_retried_with_backoff(clarity: Clarity) -> None:
     request = await clarity.file()
     clarity.slack.fail_next("chat.update", status=503, retry_after=None, times=2)
-    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
+    await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
     await clarity.run_jobs()
     updates = [c for c in clarity.slack.calls("chat.update") if c["ts"] == request.slack_thread_ts]
     assert len(updates) == 3
@@ -203,7 +203,7 @@ async def test_adopted_thread_without_post_rows_is_edited_not_reposted(clarity: 
     async with clarity.services.session_factory.begin() as session:
         await session.execute(delete(SlackPost).where(SlackPost.request_id == request.request_id))
     clarity.slack.clear()
-    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
+    await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
     await clarity.run_jobs()
     assert clarity.slack.calls("chat.postMessage") == []
     [update] = clarity.slack.calls("chat.update")
@@ -220,9 +220,9 @@ async def test_posts_whose_answer_was_lost_are_not_made_twice(clarity: Clarity) 
     assert request.slack_thread_ts == root["ts"]
     assert len(clarity.slack.calls("conversations.history")) == 1
 
-    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
-    await agent.activity(clarity.services, request.request_id, "reading the code")
-    await agent.ask(clarity.services, request.request_id, "Dark or light?", ["Dark", "Light"])
+    await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
+    await agent.activity(clarity.graph, request.request_id, "reading the code")
+    await agent.ask(clarity.graph, request.request_id, "Dark or light?", ["Dark", "Light"])
     clarity.slack.lose_next("chat.postMessage", times=2)  # the question and the progress
     await clarity.run_jobs()
     replies = [m for m in clarity.slack.messages[channel] if m.get("thread_ts") == root["ts"]]
@@ -236,7 +236,7 @@ async def test_posts_whose_answer_was_lost_are_not_made_twice(clarity: Clarity) 
 
 async def test_first_tries_post_without_looking(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.ask(clarity.services, request.request_id, "Dark or light?", ["Dark", "Light"])
+    await agent.ask(clarity.graph, request.request_id, "Dark or light?", ["Dark", "Light"])
     await clarity.run_jobs()
     assert len(_thread_posts(clarity.slack)) == 1
     assert clarity.slack.calls("conversations.history") == []

@@ -138,9 +138,9 @@ async def test_unexpected_failure_is_logged_and_reported_with_a_reference(
 async def test_app_home_shows_recent_requests_and_weekly_stats(clarity: Clarity) -> None:
     mine = await clarity.file("acme/web add dark mode", user="U0ALICE")
     await clarity.file("acme/api add rate limiting", user="U0BOB")
-    await agent.open_pr(clarity.services, mine.request_id, number=9)
+    await agent.open_pr(clarity.graph, mine.request_id, number=9)
     await agent.set_status(
-        clarity.services, mine.request_id, RequestStatus.COMPLETED, cost_usd=250, duration_ms=60_000
+        clarity.graph, mine.request_id, RequestStatus.COMPLETED, cost_usd=250, duration_ms=60_000
     )
     sent = await clarity.sender.app_home_opened("U0ALICE")
     assert sent.status == 200

@@ -18,7 +18,7 @@ def _dispatch_kinds(jobs: list) -> list[str]:  # type: ignore[type-arg]
 
 async def test_reply_while_awaiting_clarification_is_an_answer(clarity: Clarity) -> None:
     request = await clarity.file()
-    question = await agent.ask(clarity.services, request.request_id, "Which shade of dark?")
+    question = await agent.ask(clarity.graph, request.request_id, "Which shade of dark?")
     await clarity.run_jobs()
     [question_post] = [
         p for p in await clarity.posts(request.request_id) if p.purpose == "question"
@@ -62,7 +62,7 @@ async def test_reply_while_awaiting_clarification_is_an_answer(clarity: Clarity)
 
 async def test_reply_after_pr_is_a_follow_up(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.open_pr(clarity.services, request.request_id)
+    await agent.open_pr(clarity.graph, request.request_id)
     await clarity.run_jobs()
 
     await clarity.sender.thread_reply(
@@ -80,7 +80,7 @@ async def test_reply_after_pr_is_a_follow_up(clarity: Clarity) -> None:
 
 async def test_reply_in_any_other_state_is_kept_and_acknowledged(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.set_status(clarity.services, request.request_id, RequestStatus.PROCESSING)
+    await agent.set_status(clarity.graph, request.request_id, RequestStatus.PROCESSING)
     await clarity.run_jobs()
     clarity.slack.clear()
 
@@ -134,7 +134,7 @@ async def test_bots_edits_deletions_and_other_threads_are_ignored(clarity: Clari
 
 async def test_same_event_delivered_three_times_has_one_effect(clarity: Clarity) -> None:
     request = await clarity.file()
-    await agent.ask(clarity.services, request.request_id, "Which shade?")
+    await agent.ask(clarity.graph, request.request_id, "Which shade?")
     await clarity.run_jobs()
     for retry in (None, 1, 2):
         sent = await clarity.sender.thread_reply(

@@ -7,15 +7,9 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from bot.cli.errors import CliError
+
 Handler = Callable[[argparse.Namespace], int]
-
-
-class CliError(Exception):
-    """A failure the user should see as one line, with a non-zero exit."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,7 +31,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 def _serve(args: argparse.Namespace) -> int:
     # Imported here: `clarity --help` and the db commands should not pay for the server.
-    from bot.runtime import run_server
+    from bot.cli.serve import run_server
 
     return run_server(host=args.host, port=args.port, run_workers=not args.no_workers)
 
@@ -54,21 +48,21 @@ def _add_worker(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from bot.runtime import run_worker_process
+    from bot.cli.serve import run_worker_process
 
     return run_worker_process(concurrency=args.concurrency, once=args.once)
 
 
 def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from storage.dbops import cli as db_cli
+    from bot.cli import db
 
-    db_cli.register(sub)
+    db.register(sub)
 
 
 def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from bot import config_cli
+    from bot.cli import config
 
-    config_cli.register(sub)
+    config.register(sub)
 
 
 REGISTRARS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (

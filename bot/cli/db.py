@@ -13,11 +13,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import ValidationError
 from sqlalchemy.engine import URL
 
-from bot.cli import CliError
-from bot.settings import Settings, load_settings
+from bot.cli.errors import CliError, settings_or_fail
+from bot.settings import Settings
 from storage.dbops import adopt as adopt_op
 from storage.dbops import check as check_op
 from storage.dbops import copy as copy_op
@@ -39,12 +38,7 @@ def say(line: str) -> None:
 
 
 def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        raise CliError(f"invalid setting {where.upper()}: {first.get('msg')}") from None
+    return settings_or_fail()
 
 
 def _resolve(flag: str | None, flag_name: str, *env_names: str) -> tuple[URL, str]:

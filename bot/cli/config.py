@@ -13,8 +13,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from bot.cli import CliError
-from bot.settings import Settings, load_settings
+from bot.cli.database import opened
+from bot.cli.errors import CliError, settings_or_fail
+from bot.settings import Settings
 from storage.crypto import Cipher, DecryptionError, InvalidKeyError
 from storage.engine import create_engine, create_session_factory
 from storage.errors import StorageError
@@ -39,6 +40,13 @@ _FIELDS: dict[ConfigType, list[tuple[str, str, str]]] = {
 }
 
 
+_DESCRIPTIONS = {
+    ConfigType.SLACK: "store the Slack app's bot token and signing secret",
+    ConfigType.CLAUDE: "store the Anthropic API key the agents use",
+    ConfigType.GITHUB: "store the GitHub App: id, private key, webhook secret, installation id",
+}
+
+
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """`clarity config …`."""
     parser = sub.add_parser(
@@ -57,9 +65,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     set_sub = set_parser.add_subparsers(dest="config_type", metavar="TYPE", required=True)
     for config_type, fields in _FIELDS.items():
-        p = set_sub.add_parser(config_type.value, help=f"store the {config_type.value} config")
+        p = set_sub.add_parser(
+            config_type.value,
+            help=_DESCRIPTIONS[config_type],
+            description=_DESCRIPTIONS[config_type]
+            + ". Secrets are stored encrypted with ENCRYPTION_KEY; environment variables "
+            "still win over what is stored.",
+        )
         for flag, env, _ in fields:
-            p.add_argument(f"--{flag}", default=None, help=f"value, '-' for stdin (else ${env})")
+            p.add_argument(
+                f"--{flag}",
+                default=None,
+                metavar="VALUE",
+                help=f"the {flag.replace('-', ' ')}; '-' reads it from stdin (default: ${env})",
+            )
         p.set_defaults(handler=_cli_set, config_kind=config_type)
 
     show = config_sub.add_parser("show", help="show stored configs with secrets masked")
@@ -113,11 +132,10 @@ async def _with_repo(settings: Settings, url: str, fn: Any) -> Any:
         await engine.dispose()
 
 
-def _database() -> tuple[Settings, str]:
-    from bot.runtime import resolve_database
-
-    settings, db = resolve_database(load_settings())
-    return settings, db.url
+def _run(fn: Any) -> Any:
+    """Run `fn(repo)` on the database every command uses (embedded: stopped afterwards)."""
+    with opened(settings_or_fail()) as (settings, db):
+        return asyncio.run(_with_repo(settings, db.url, fn))
 
 
 def _cli_set(args: argparse.Namespace) -> int:
@@ -132,7 +150,6 @@ def _cli_set(args: argparse.Namespace) -> int:
         values[field] = _private_key(value) if field == "private_key" else value
     if missing:
         raise CliError("missing " + ", ".join(missing))
-    settings, url = _database()
 
     async def store(repo: AppConfigRepository) -> None:
         model: type[SecretFieldsModel] = CONFIG_MODELS[config_type]
@@ -146,7 +163,7 @@ def _cli_set(args: argparse.Namespace) -> int:
             raise CliError(f"invalid {config_type.value} config: {first['msg']}") from exc
         await repo.set(config)
 
-    asyncio.run(_with_repo(settings, url, store))
+    _run(store)
     print(f"stored {config_type.value} config (secrets encrypted)")
     return 0
 
@@ -161,7 +178,6 @@ def _masked(config: SecretFieldsModel) -> dict[str, Any]:
 
 
 def _cli_show(args: argparse.Namespace) -> int:
-    settings, url = _database()
     wanted = [ConfigType(args.type)] if args.type else list(ConfigType)
 
     async def show(repo: AppConfigRepository) -> dict[str, Any]:
@@ -171,13 +187,12 @@ def _cli_show(args: argparse.Namespace) -> int:
             out[config_type.value] = None if config is None else _masked(config)
         return out
 
-    print(json.dumps(asyncio.run(_with_repo(settings, url, show)), indent=2))
+    print(json.dumps(_run(show), indent=2))
     return 0
 
 
 def _cli_reencrypt(args: argparse.Namespace) -> int:
-    settings, url = _database()
-    changed = asyncio.run(_with_repo(settings, url, lambda repo: repo.reencrypt_all()))
+    changed = _run(lambda repo: repo.reencrypt_all())
     print(f"re-encrypted {changed} secret(s) with the primary key")
     return 0
 

@@ -1,0 +1,126 @@
+"""Wiring: `build_app(settings)` makes the whole object graph once, by construction.
+
+Every part gets what it needs as constructor arguments: the engine and session factory,
+the lifecycle and its subscribers (Slack, GitHub), the dispatcher, the side-API's context,
+and one registry of every job kind. Nothing is looked up or built lazily at run time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bot.api.activity import ActivityWriter
+from bot.api.context import ApiContext
+from bot.api.credentials import Credentials
+from bot.dispatch import Dispatcher
+from bot.github.auth import GitHubApp
+from bot.github.client import GitHubRest
+from bot.github.notify import GitHubNotifier
+from bot.maintenance import Maintenance
+from bot.metrics import Metrics
+from bot.requests.actions import RequestLifecycle
+from bot.requests.events import RequestEvents
+from bot.services import Services, build_cipher
+from bot.settings import Settings
+from bot.slack import job_handlers as slack_job_handlers
+from bot.slack.feature import SlackFeature
+from bot.slack.notify import SlackNotifier
+from bot.workers import JobHandler
+from storage.engine import create_engine, create_session_factory
+
+
+@dataclass
+class Clarity:
+    """Everything one process runs, made once at start-up."""
+
+    services: Services
+    events: RequestEvents
+    lifecycle: RequestLifecycle
+    github_app: GitHubApp
+    github: GitHubRest
+    github_notifier: GitHubNotifier
+    slack: SlackFeature
+    slack_notifier: SlackNotifier
+    dispatcher: Dispatcher
+    activity: ActivityWriter
+    api: ApiContext
+    maintenance: Maintenance
+    # Every job kind this process can run, gathered here and nowhere else.
+    jobs: dict[str, JobHandler]
+
+    async def close(self) -> None:
+        """Finish pending writes and release connections."""
+        await self.activity.close()
+        await self.services.close()
+
+
+def build_services(
+    settings: Settings, database_url: str, *, pool_size: int = 10, max_overflow: int = 10
+) -> Services:
+    """Engine, sessions, cipher and metrics for one process."""
+    engine = create_engine(database_url, pool_size=pool_size, max_overflow=max_overflow)
+    return Services(
+        settings=settings,
+        engine=engine,
+        session_factory=create_session_factory(engine),
+        metrics=Metrics(),
+        cipher=build_cipher(settings),
+    )
+
+
+def build_app(
+    settings: Settings,
+    database_url: str | None = None,
+    *,
+    services: Services | None = None,
+    progress_interval_s: float = 1.0,
+) -> Clarity:
+    """The typed object graph of one process."""
+    if services is None:
+        url = database_url or settings.secret("database_url")
+        if not url:
+            raise ValueError("build_app needs a database URL")
+        services = build_services(settings, url)
+    events = RequestEvents()
+    lifecycle = RequestLifecycle(
+        events=events,
+        metrics=services.metrics,
+        admins=settings.split(settings.clarity_admin_user_ids),
+        dispatch_max_attempts=settings.clarity_job_max_attempts,
+    )
+    github_app = GitHubApp(services)
+    github = GitHubRest(services, github_app)
+    github_notifier = GitHubNotifier(services, github_app, github, lifecycle)
+    slack = SlackFeature(services, lifecycle, progress_interval_s=progress_interval_s)
+    slack_notifier = SlackNotifier(slack)
+    # Subscribers, in the order they are told of a change.
+    events.subscribe(slack_notifier.on_change)
+    events.subscribe(github_notifier.on_change)
+    events.activity_job = slack_notifier.activity_job
+    dispatcher = Dispatcher(
+        services, lifecycle, tracking_issue_first=github_notifier.open_tracking_issue
+    )
+    activity = ActivityWriter(services, job=events.activity_job)
+    api = ApiContext(services, lifecycle, activity, Credentials(services, github_app))
+    maintenance = Maintenance(services)
+    jobs: dict[str, JobHandler] = {
+        **slack_job_handlers(slack, slack_notifier),
+        **github_notifier.job_handlers(),
+        **dispatcher.job_handlers(),
+        **maintenance.job_handlers(),
+    }
+    return Clarity(
+        services=services,
+        events=events,
+        lifecycle=lifecycle,
+        github_app=github_app,
+        github=github,
+        github_notifier=github_notifier,
+        slack=slack,
+        slack_notifier=slack_notifier,
+        dispatcher=dispatcher,
+        activity=activity,
+        api=api,
+        maintenance=maintenance,
+        jobs=jobs,
+    )
