@@ -1,7 +1,8 @@
 """What the runner reports through the side-API, done straight on the database.
 
 Each helper is one transaction that changes the request and calls
-the lifecycle's event bus (RequestEvents.publish), as the lifecycle does, so Slack jobs get queued the same way.
+the lifecycle's event bus (RequestEvents.publish), as the lifecycle does, so Slack jobs
+get queued the same way.
 """
 
 from __future__ import annotations
