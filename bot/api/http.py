@@ -142,9 +142,16 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
-def validate(model: type[ModelT], value: Any) -> ModelT:
-    """The body as `model`, or 422 naming each bad field."""
+def validate(model: type[ModelT], value: Any, *, raw: bytes | None = None) -> ModelT:
+    """The input as `model`, or 422 naming each bad field.
+
+    A JSON body (`raw`) is validated strictly, as JSON: an integer field takes no `false`,
+    `"3"` or `3.5`, a number field no `true` — what the OpenAPI document says is what is
+    accepted. Query parameters (strings on the wire) are validated as text.
+    """
     try:
+        if raw is not None:
+            return model.model_validate_json(raw, strict=True)
         return model.model_validate(value)
     except ValidationError as exc:
         details = [

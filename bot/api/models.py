@@ -9,7 +9,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    TypeAdapter,
+)
 from pydantic.alias_generators import to_camel
 
 from storage.models import (
@@ -21,7 +29,45 @@ from storage.models import (
     RequestStatus,
     TaskStatus,
 )
+from storage.repositories.feature_requests import CURSOR_PATTERN
 from storage.schemas import MessageMetadata
+
+Choice = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+
+
+def _json_integer(value: Any) -> Any:
+    # JSON Schema's "integer" is any number with no fraction (3 and 3.0), and nothing else:
+    # not true, not "3".
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be an integer")
+    if isinstance(value, float) and not value.is_integer():
+        raise ValueError("must be an integer")
+    return int(value)
+
+
+WireInt = Annotated[int, Field(strict=False), BeforeValidator(_json_integer)]
+PositiveInt32 = Annotated[
+    int, Field(strict=False, ge=1, le=2**31 - 1), BeforeValidator(_json_integer)
+]
+Millis = Annotated[int, Field(strict=False, ge=0, le=2**31 - 1), BeforeValidator(_json_integer)]
+
+
+class MessageMetadataIn(MessageMetadata):
+    """Message metadata as the side-API takes it: `options` are the answers offered."""
+
+    issue_comment_id: WireInt | None = None
+    pr_comment_id: WireInt | None = None
+    duration_ms: WireInt | None = None
+    cost_cents: WireInt | None = None
+    retry_count: WireInt | None = None
+    tool_duration_ms: WireInt | None = None
+    exit_code: WireInt | None = None
+    turn_number: WireInt | None = None
+
+    options: list[Choice] | None = Field(
+        default=None, max_length=10, description="Answers offered as buttons (clarification_ask)"
+    )
+
 
 INT32_MAX = 2**31 - 1
 # Cents are stored in an integer column, so the largest cost is INT32_MAX cents.
@@ -49,7 +95,10 @@ class AnswerModel(WireModel):
 RepoName = Annotated[
     str,
     Field(
-        pattern=r"^[A-Za-z0-9_.-]{1,100}/[A-Za-z0-9_.-]{1,100}$",
+        # GitHub's rules, as bot.requests.ids.parse_repo applies them.
+        # (any name but "." and "..", spelled without look-ahead for every regex engine)
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,38}/(?:[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}"
+        r"|\.[A-Za-z0-9_-][A-Za-z0-9._-]{0,98}|\.\.[A-Za-z0-9._-]{1,98})$",
         description="GitHub repository as owner/name",
         examples=["octo-org/widgets"],
     ),
@@ -63,26 +112,51 @@ class CreateRequestBody(WireModel):
     """POST /api/requests."""
 
     repo: RepoName
-    description: str = Field(min_length=1, max_length=60_000)
+    description: str = Field(
+        min_length=1, max_length=60_000, pattern=r"\S", description="Not blank"
+    )
     title: str | None = Field(default=None, min_length=1, max_length=300)
     origin: RequestOrigin = Field(
         default=RequestOrigin.WEB, description="Where the request came from (default web)"
     )
 
-    @field_validator("description")
-    @classmethod
-    def _not_blank(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("must not be blank")
-        return v
+
+_URL = TypeAdapter(HttpUrl)
+_PCHAR = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@-]|%[0-9A-Fa-f]{2})"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+_PR_URL_PATTERN = (
+    rf"^https?://{_LABEL}(?:\.{_LABEL})*(?::{_PORT})?"
+    rf"(?:/(?:{_PCHAR}|/)*)?(?:\?(?:{_PCHAR}|[/?])*)?(?:#(?:{_PCHAR}|[/?])*)?$"
+)
+
+
+def _http_url(value: str) -> str:
+    # Checked as a URL, kept as sent: the limit applies to what the agent sent, not to a
+    # normalised form that may be longer.
+    _URL.validate_python(value)
+    return value
+
+
+PrUrl = Annotated[
+    str,
+    Field(
+        max_length=2000,
+        # An http(s) URI as RFC 3986 spells it (other characters must be percent-encoded).
+        pattern=_PR_URL_PATTERN,
+        json_schema_extra={"format": "uri"},
+        description="The pull request's web address (http or https)",
+    ),
+    AfterValidator(_http_url),
+]
 
 
 class StatusUpdateBody(WireModel):
     """PATCH /api/requests/{requestId}/status."""
 
     status: RequestStatus
-    pr_url: HttpUrl | None = Field(default=None, max_length=2000)
-    pr_number: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    pr_url: PrUrl | None = None
+    pr_number: PositiveInt32 | None = None
     pr_branch_name: str | None = Field(default=None, min_length=1, max_length=255)
     cost_usd: float | None = Field(
         default=None,
@@ -94,10 +168,8 @@ class StatusUpdateBody(WireModel):
             "the run's message gets costCents, the request's total cost adds it up."
         ),
     )
-    duration_ms: int | None = Field(
+    duration_ms: Millis | None = Field(
         default=None,
-        ge=0,
-        le=INT32_MAX,
         description="Duration of the run being reported; the request's total adds it up",
     )
     error_code: str | None = Field(
@@ -129,23 +201,13 @@ class MessageBody(WireModel):
 
     type: AgentMessageType
     content: str = Field(min_length=1, max_length=100_000)
-    metadata: MessageMetadata | None = Field(
+    metadata: MessageMetadataIn | None = Field(
         default=None,
         description=(
             "The ADR's message metadata (camelCase). For clarification_ask, `options` "
             "lists the answers offered as buttons."
         ),
     )
-
-    @field_validator("metadata")
-    @classmethod
-    def _options(cls, v: MessageMetadata | None) -> MessageMetadata | None:
-        if v is not None and v.options is not None:
-            if len(v.options) > 10:
-                raise ValueError("options: at most 10 choices")
-            if any(not o.strip() or len(o) > 200 for o in v.options):
-                raise ValueError("options: each choice must be 1-200 characters")
-        return v
 
 
 class ListQuery(WireModel):
@@ -155,7 +217,9 @@ class ListQuery(WireModel):
     repo: RepoName | None = None
     origin: RequestOrigin | None = None
     limit: int = Field(default=50, ge=1, le=200)
-    cursor: str | None = Field(default=None, max_length=200)
+    cursor: str | None = Field(
+        default=None, pattern=CURSOR_PATTERN, description="`nextCursor` of the previous page"
+    )
 
 
 # --- answers --------------------------------------------------------------------------

@@ -18,7 +18,59 @@ _ERRORS = {
     409: "The request lifecycle forbids this change",
     413: "Body larger than the limit",
     422: "A field is invalid; error.details names each one",
+    503: "The database cannot be reached (code unavailable), or, for /config routes, the "
+    "credential is not configured (not_configured) or GitHub did not issue a token",
 }
+
+# PostgreSQL text and jsonb cannot hold NUL: every string the API takes refuses it (422).
+NO_NUL = "^[^\\u0000]*$"
+
+
+# Free-form JSON an input may carry (extra metadata keys, tool input): any JSON value whose
+# strings and keys hold no NUL.
+JSON_VALUE = "JsonValue"
+_JSON_VALUE_SCHEMA = {
+    "description": "Any JSON value; strings and object keys may not contain NUL",
+    "anyOf": [
+        {"type": "string", "pattern": NO_NUL},
+        {"type": "number"},
+        {"type": "boolean"},
+        {"type": "null"},
+        {"type": "array", "items": {"$ref": f"#/components/schemas/{JSON_VALUE}"}},
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {"$ref": f"#/components/schemas/{JSON_VALUE}"},
+        },
+    ],
+}
+
+
+def _refuse_nul(node: Any, defs: dict[str, Any], seen: set[str]) -> None:
+    """Declare, on every free-form string an input takes, that NUL characters are refused."""
+    if isinstance(node, dict):
+        if node.get("additionalProperties") not in (None, False):
+            node["propertyNames"] = {"pattern": NO_NUL}
+            if node.get("additionalProperties") in (True, {}):
+                node["additionalProperties"] = {"$ref": f"#/components/schemas/{JSON_VALUE}"}
+        if node.get("type") == "array" and node.get("items") in (None, {}):
+            node["items"] = {"$ref": f"#/components/schemas/{JSON_VALUE}"}
+        if node.get("type") == "string" and not {"format", "enum", "const"} & node.keys():
+            if "pattern" not in node:
+                node["pattern"] = NO_NUL
+            elif node["pattern"] != NO_NUL:
+                node["allOf"] = [{"pattern": NO_NUL}]
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            name = ref.rsplit("/", 1)[-1]
+            if name in defs and name not in seen:
+                seen.add(name)
+                _refuse_nul(defs[name], defs, seen)
+        for value in node.values():
+            _refuse_nul(value, defs, seen)
+    elif isinstance(node, list):
+        for value in node:
+            _refuse_nul(value, defs, seen)
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -92,9 +144,19 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
         "get": {
             "operationId": "openapi",
             "summary": "This document",
-            "responses": {"200": {"description": "OpenAPI 3.1 document"}},
+            "responses": {
+                "200": {"description": "OpenAPI 3.1 document"},
+                "401": {"description": _ERRORS[401], "content": error},
+            },
         }
     }
+    defs = schema.get("$defs", {})
+    inputs = {m.__name__ for r in routes for m in (r.body, r.query) if m is not None}
+    defs[JSON_VALUE] = _JSON_VALUE_SCHEMA
+    seen: set[str] = set()
+    for name in sorted(inputs):
+        seen.add(name)
+        _refuse_nul(defs[name], defs, seen)
     return {
         "openapi": "3.1.0",
         "info": {

@@ -143,7 +143,7 @@ async def _status(call: Call) -> tuple[int, BaseModel]:
     assert isinstance(body, StatusUpdateBody)
     report = StatusReport(
         status=body.status,
-        pr_url=str(body.pr_url) if body.pr_url is not None else None,
+        pr_url=body.pr_url,
         pr_number=body.pr_number,
         pr_branch_name=body.pr_branch_name,
         cost_usd=body.cost_usd,
@@ -303,7 +303,8 @@ def handler(
             body, size = None, 0
             if route.body is not None:
                 raw = await read_body(request)
-                body, size = validate(route.body, parse_json(raw)), len(raw)
+                parse_json(raw)  # 400 when not JSON; 422 for what PostgreSQL cannot store
+                body, size = validate(route.body, None, raw=raw), len(raw)
             call = Call(
                 context,
                 principal,

@@ -162,6 +162,7 @@ STATUS_WORDS: dict[RequestStatus, str] = {
 }
 
 UNKNOWN_REQUEST = "That request no longer exists."
+INT32_MAX = 2**31 - 1
 ALREADY_ANSWERED = "This question has already been answered."
 
 
@@ -677,10 +678,12 @@ class RequestLifecycle:
             fields["pr_branch_name"] = report.pr_branch_name
         if new_status == RequestStatus.PR_CREATED and not (fields.get("pr_url") or request.pr_url):
             raise InvalidReportError("prUrl", "required when status is pr_created")
+        # The totals are 32-bit integer columns (the ADR's): they saturate at the largest
+        # value ($21 million, 24 days) rather than fail; each run's message keeps its own.
         if cost_cents is not None:
-            fields["cost_usd"] = (request.cost_usd or 0) + cost_cents
+            fields["cost_usd"] = min((request.cost_usd or 0) + cost_cents, INT32_MAX)
         if duration_ms is not None:
-            fields["duration_ms"] = (request.duration_ms or 0) + duration_ms
+            fields["duration_ms"] = min((request.duration_ms or 0) + duration_ms, INT32_MAX)
         if new_status in _TASK_STATUS:
             fields["task_status"] = _TASK_STATUS[new_status]
         changed = new_status != old_status

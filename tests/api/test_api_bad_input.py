@@ -148,7 +148,7 @@ CASES: dict[str, Case] = {
         "POST",
         "/requests/{rid}/messages",
         {"type": "clarification_ask", "content": "?", "metadata": {"options": list("abcdefghijk")}},
-        field="metadata",
+        field="metadata.options",
     ),
     "message to unknown request": Case("POST", "/requests/nope/messages", OK_MESSAGE, status=404),
     "unknown request": Case("GET", "/requests/nope", status=404),
