@@ -1,0 +1,295 @@
+"""Starting Claude Code headless, reading its events, and stopping it.
+
+The CLI runs in its own process group (its MCP server and the shell commands it runs are
+in that group too), with an environment reduced to what it needs: never the job token,
+the job document or the git credential variables.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import json
+import logging
+import os
+import queue
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+
+from agent.git import self_command
+from agent.mcp import QUALIFIED_TOOL_NAME, SERVER_NAME
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLI = "claude"
+# Edits inside the checkout are allowed without asking, and so are the tools we list; the
+# CLI refuses bypassPermissions as root, and in the other modes a tool that would need a
+# person's approval is denied (nobody can approve in a sandbox), which the model sees.
+PERMISSION_MODE = "acceptEdits"
+ALLOWED_TOOLS = (
+    QUALIFIED_TOOL_NAME,
+    "Bash",
+    "Edit",
+    "Write",
+    "MultiEdit",
+    "NotebookEdit",
+    "Read",
+    "Glob",
+    "Grep",
+    "LS",
+    "TodoWrite",
+    "TaskCreate",
+    "TaskUpdate",
+    "TaskGet",
+    "TaskList",
+)
+# Variables the CLI may see, by name or prefix; everything else stays with us.
+_PASS = frozenset(
+    {
+        "HOME",
+        "PATH",
+        "LANG",
+        "LANGUAGE",
+        "TZ",
+        "TMPDIR",
+        "USER",
+        "LOGNAME",
+        "SHELL",
+        "TERM",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "CLAUDE_CONFIG_DIR",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "NO_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "no_proxy",
+        "NODE_EXTRA_CA_CERTS",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    }
+)
+_PASS_PREFIXES = ("LC_", "CLAUDE_CODE_", "DISABLE_")
+# Stopping: SIGINT (the CLI writes its result and exits), then SIGTERM, then SIGKILL.
+INTERRUPT_GRACE_S = 3.0
+TERMINATE_GRACE_S = 1.5
+# After the CLI exits, how long its output may still drain before the group is killed.
+DRAIN_S = 2.0
+STDERR_LINES = 200
+
+EOF_MARK = None
+
+
+def cli_env(env: Mapping[str, str], *, config_dir: str) -> dict[str, str]:
+    """The environment the CLI runs with."""
+    out = {k: v for k, v in env.items() if k in _PASS or k.startswith(_PASS_PREFIXES)}
+    out["CLAUDE_CONFIG_DIR"] = config_dir
+    out.setdefault("DISABLE_AUTOUPDATER", "1")
+    return out
+
+
+def mcp_config(questions_path: str) -> str:
+    """The --mcp-config JSON: our ask_user server, named `clarity`."""
+    argv, extra = self_command()
+    return json.dumps(
+        {
+            "mcpServers": {
+                SERVER_NAME: {
+                    "type": "stdio",
+                    "command": argv[0],
+                    "args": [*argv[1:], "mcp", "--questions", questions_path],
+                    "env": extra,
+                }
+            }
+        }
+    )
+
+
+def cli_argv(
+    cli: str,
+    *,
+    instructions: str,
+    budget_usd: str,
+    questions_path: str,
+    resume: str | None,
+) -> list[str]:
+    """The CLI's command line; the prompt goes to its standard input (no argv size limit)."""
+    argv = [
+        *shlex.split(cli or DEFAULT_CLI),
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",
+        "--append-system-prompt",
+        instructions,
+        "--max-budget-usd",
+        budget_usd,
+        "--permission-mode",
+        PERMISSION_MODE,
+        "--strict-mcp-config",
+        "--mcp-config",
+        mcp_config(questions_path),
+        "--allowedTools",
+        ",".join(ALLOWED_TOOLS),
+    ]
+    if resume:
+        argv += ["--resume", resume]
+    return argv
+
+
+class ClaudeProcess:
+    """One CLI process: its output lines, and the escalating stop."""
+
+    def __init__(
+        self, argv: Sequence[str], *, cwd: str, env: Mapping[str, str], prompt: str
+    ) -> None:
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.env = dict(env)
+        self.prompt = prompt
+        self.started = 0.0
+        self.exited_at: float | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        self._stderr: collections.deque[str] = collections.deque(maxlen=STDERR_LINES)
+        self._threads: list[threading.Thread] = []
+        self._stop_step = 0
+        self._stop_at = 0.0
+
+    @property
+    def pid(self) -> int:
+        """The CLI's pid, which is also its process group id."""
+        assert self._proc is not None
+        return self._proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """Its exit status, once it exited."""
+        return self._proc.returncode if self._proc else None
+
+    def start(self) -> None:
+        """Start the CLI in a new process group and begin reading its output."""
+        self.started = time.monotonic()
+        self._proc = subprocess.Popen(  # noqa: S603 - the configured CLI, our arguments
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self._spawn(self._write_prompt)
+        self._spawn(self._read_stdout)
+        self._spawn(self._read_stderr)
+
+    def next_line(self, timeout_s: float) -> bytes | bool | None:
+        """The next output line; None at end of output; False when none came in time."""
+        try:
+            return self._lines.get(timeout=timeout_s)
+        except queue.Empty:
+            return False
+
+    def poll(self) -> bool:
+        """Whether the CLI process has exited (its children may live on)."""
+        assert self._proc is not None
+        if self._proc.poll() is not None and self.exited_at is None:
+            self.exited_at = time.monotonic()
+        return self.exited_at is not None
+
+    def stop(self) -> None:
+        """Begin stopping: interrupt now; `tick` escalates to SIGTERM and SIGKILL."""
+        if self._stop_step == 0:
+            self._signal(signal.SIGINT)
+            self._stop_step, self._stop_at = 1, time.monotonic() + INTERRUPT_GRACE_S
+
+    @property
+    def stopping(self) -> bool:
+        """Whether `stop` was called."""
+        return self._stop_step > 0
+
+    def tick(self) -> None:
+        """Escalate a stop in progress, and clean up after an exit that left output open."""
+        now = time.monotonic()
+        if self._stop_step == 1 and now >= self._stop_at:
+            self._signal(signal.SIGTERM)
+            self._stop_step, self._stop_at = 2, now + TERMINATE_GRACE_S
+        elif self._stop_step == 2 and now >= self._stop_at:
+            self.kill_group()
+            self._stop_step = 3
+        if self.poll() and self.exited_at is not None and now - self.exited_at > DRAIN_S:
+            # A child that kept the output pipe open would hold us forever.
+            self.kill_group()
+
+    def kill_group(self) -> None:
+        """SIGKILL everything left in the CLI's process group."""
+        self._signal(signal.SIGKILL)
+
+    def group_alive(self) -> bool:
+        """Whether any process of the CLI's group is still there."""
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def finish(self, timeout_s: float = 5.0) -> int | None:
+        """Reap the CLI, kill what is left of its group, stop the reader threads."""
+        assert self._proc is not None
+        try:
+            self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill_group()
+            self._proc.wait()
+        self.kill_group()
+        for thread in self._threads:
+            thread.join(timeout=2.0)
+        return self._proc.returncode
+
+    def stderr_tail(self) -> str:
+        """The last lines the CLI wrote to standard error."""
+        return "".join(self._stderr)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def _spawn(self, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _write_prompt(self) -> None:
+        assert self._proc is not None and self._proc.stdin is not None
+        try:
+            self._proc.stdin.write(self.prompt.encode())
+            self._proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def _read_stdout(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            for line in self._proc.stdout:
+                self._lines.put(line)
+        finally:
+            self._lines.put(EOF_MARK)
+
+    def _read_stderr(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in self._proc.stderr:
+            self._stderr.append(line.decode(errors="replace"))
