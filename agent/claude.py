@@ -86,8 +86,39 @@ TERMINATE_GRACE_S = 1.5
 # After the CLI exits, how long its output may still drain before the group is killed.
 DRAIN_S = 2.0
 STDERR_LINES = 200
+# How long the killed group's processes may take to disappear.
+GROUP_GONE_S = 2.0
 
 EOF_MARK = None
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process group has a live (not zombie) member.
+
+    A killed process stays a zombie until its parent, or init for an orphan, reaps it;
+    it runs nothing, so it does not count.
+    """
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return True  # no /proc: killpg's answer is all there is
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
+            return True
+    return False
 
 
 def cli_env(env: Mapping[str, str], *, config_dir: str) -> dict[str, str]:
@@ -236,14 +267,8 @@ class ClaudeProcess:
         self._signal(signal.SIGKILL)
 
     def group_alive(self) -> bool:
-        """Whether any process of the CLI's group is still there."""
-        try:
-            os.killpg(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        """Whether any process of the CLI's group is still running."""
+        return group_alive(self.pid)
 
     def finish(self, timeout_s: float = 5.0) -> int | None:
         """Reap the CLI, kill what is left of its group, stop the reader threads."""
@@ -254,9 +279,21 @@ class ClaudeProcess:
             self.kill_group()
             self._proc.wait()
         self.kill_group()
+        self._wait_group_gone(GROUP_GONE_S)
         for thread in self._threads:
             thread.join(timeout=2.0)
         return self._proc.returncode
+
+    def _wait_group_gone(self, timeout_s: float) -> None:
+        """Wait until the killed group's processes are gone (reaped, not only dying)."""
+        deadline = time.monotonic() + timeout_s
+        while self.group_alive() and time.monotonic() < deadline:
+            if os.getpid() == 1:
+                # As a container's first process we inherit the orphans: reap them.
+                with contextlib.suppress(ChildProcessError):
+                    while os.waitpid(-1, os.WNOHANG)[0]:
+                        pass
+            time.sleep(0.05)
 
     def stderr_tail(self) -> str:
         """The last lines the CLI wrote to standard error."""

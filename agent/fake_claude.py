@@ -931,6 +931,8 @@ def _answer(prompt: str, options: list[str]) -> str:
 
 def _first_line(text: str) -> str:
     for line in text.splitlines():
+        if re.match(r"^\*\*.*:\*\*$", line.strip()):
+            continue  # a speaker's label ("**Ada asked for more:**")
         line = re.sub(r"^[#*>\s-]+|\*+", "", line).strip()
         if line:
             return line[:80]

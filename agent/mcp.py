@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable
 from typing import IO, Any
@@ -197,6 +198,9 @@ def main(questions_path: str | None) -> int:
             file=sys.stderr,
         )
         return 2
+    # The agent program interrupts the CLI's whole process group; the server ends when the
+    # CLI closes its input, not on that SIGINT.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(path, sys.stdin.buffer, sys.stdout.buffer)
     return 0
 
