@@ -19,6 +19,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from agent.git import self_command
 from agent.mcp import QUALIFIED_TOOL_NAME, SERVER_NAME
@@ -88,8 +89,63 @@ DRAIN_S = 2.0
 STDERR_LINES = 200
 # How long the killed group's processes may take to disappear.
 GROUP_GONE_S = 2.0
+# How often the CLI's descendants are looked for (their process groups are remembered).
+SURVEY_S = 1.0
 
 EOF_MARK = None
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """One line of the process table (from /proc)."""
+
+    pid: int
+    ppid: int
+    pgid: int
+    sid: int
+    running: bool
+
+
+def process_table() -> list[ProcessInfo] | None:
+    """Every process, or None where there is no /proc."""
+    try:
+        names = [p for p in os.listdir("/proc") if p.isdigit()]
+    except OSError:
+        return None
+    table = []
+    for name in names:
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # "pid (comm) state ppid pgrp session …"; comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if len(fields) < 4:
+            continue
+        table.append(
+            ProcessInfo(
+                int(name),
+                int(fields[1]),
+                int(fields[2]),
+                int(fields[3]),
+                fields[0] not in (b"Z", b"X"),
+            )
+        )
+    return table
+
+
+def descendants(pid: int, table: list[ProcessInfo]) -> list[ProcessInfo]:
+    """The processes started by `pid`, at any depth."""
+    children: dict[int, list[ProcessInfo]] = {}
+    for info in table:
+        children.setdefault(info.ppid, []).append(info)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child.pid)
+    return found
 
 
 def group_alive(pgid: int) -> bool:
@@ -104,21 +160,10 @@ def group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    try:
-        pids = [p for p in os.listdir("/proc") if p.isdigit()]
-    except OSError:
+    table = process_table()
+    if table is None:
         return True  # no /proc: killpg's answer is all there is
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid pgrp …"; comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] not in (b"Z", b"X"):
-            return True
-    return False
+    return any(p.pgid == pgid and p.running for p in table)
 
 
 def cli_env(env: Mapping[str, str], *, config_dir: str) -> dict[str, str]:
@@ -196,6 +241,10 @@ class ClaudeProcess:
         self._threads: list[threading.Thread] = []
         self._stop_step = 0
         self._stop_at = 0.0
+        # Process groups the CLI's children made (Claude Code runs each shell command in a
+        # session of its own), as (pgid, sid): killed with the CLI, even once orphaned.
+        self._groups: set[tuple[int, int]] = set()
+        self._surveyed = 0.0
 
     @property
     def pid(self) -> int:
@@ -258,17 +307,39 @@ class ClaudeProcess:
         elif self._stop_step == 2 and now >= self._stop_at:
             self.kill_group()
             self._stop_step = 3
+        if now - self._surveyed > SURVEY_S:
+            self._survey()
         if self.poll() and self.exited_at is not None and now - self.exited_at > DRAIN_S:
             # A child that kept the output pipe open would hold us forever.
             self.kill_group()
 
     def kill_group(self) -> None:
-        """SIGKILL everything left in the CLI's process group."""
+        """SIGKILL the CLI's process group and every group its children made."""
+        self._survey()
         self._signal(signal.SIGKILL)
+        table = process_table() or []
+        ours = os.getpgrp()
+        for pgid, sid in self._groups:
+            if pgid in (ours, 0, 1):
+                continue
+            # Only while the group is still the one we saw (same session): pids get reused.
+            if any(p.pgid == pgid and p.sid == sid for p in table):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
+
+    def _survey(self) -> None:
+        """Remember the process groups of the CLI's descendants."""
+        self._surveyed = time.monotonic()
+        if self._proc is None or self.exited_at is not None:
+            return
+        table = process_table() or []
+        for child in descendants(self._proc.pid, table):
+            if child.pgid != self._proc.pid:
+                self._groups.add((child.pgid, child.sid))
 
     def group_alive(self) -> bool:
-        """Whether any process of the CLI's group is still running."""
-        return group_alive(self.pid)
+        """Whether any process of the CLI's group, or of a group its children made, runs."""
+        return group_alive(self.pid) or any(group_alive(pgid) for pgid, _ in self._groups)
 
     def finish(self, timeout_s: float = 5.0) -> int | None:
         """Reap the CLI, kill what is left of its group, stop the reader threads."""

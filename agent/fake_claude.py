@@ -16,6 +16,7 @@ file, each start appends its argv, environment and prompt to it as one JSON line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -465,6 +466,9 @@ class Session:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # As Claude Code does: each command in a session of its own, out of the CLI's
+            # process group (so a signal to that group does not reach it).
+            start_new_session=True,
         )
         while True:
             try:
@@ -472,7 +476,8 @@ class Session:
                 break
             except subprocess.TimeoutExpired:
                 if self.interrupted:
-                    proc.kill()
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(proc.pid, signal.SIGKILL)
                     proc.communicate()
                     self.tool_result(
                         use_id,
@@ -647,6 +652,14 @@ def run_slow(s: Session, prompt: str) -> None:
     s.finish(text="Done after a long time.")
 
 
+def run_stubborn(s: Session, prompt: str) -> None:
+    """Start a long command and ignore every signal but SIGKILL (a hung CLI)."""
+    s.use("Write", {"file_path": os.path.join(s.cwd, "slow.txt"), "content": "started\n"})
+    s.say("Step 1: a long command.")
+    s.use("Bash", {"command": "sleep 300", "description": "Wait a long time"})
+    s.finish(text="Done after a long time.")
+
+
 def run_crash(s: Session, prompt: str) -> None:
     """Emit a little, then die without a result."""
     s.say("Starting.")
@@ -807,8 +820,10 @@ def main(argv: list[str] | None = None) -> int:
             run_noop(session, prompt)
         elif scenario == "ask":
             run_ask(session, prompt, resumed=resumed)
-        elif scenario in ("slow", "stubborn"):
+        elif scenario == "slow":
             run_slow(session, prompt)
+        elif scenario == "stubborn":
+            run_stubborn(session, prompt)
         elif scenario == "crash":
             run_crash(session, prompt)
         elif scenario == "budget":

@@ -336,8 +336,8 @@ class Run:
         spent = _cost(attempt)
         self._report_error(
             "BUDGET_EXCEEDED",
-            f"The agent stopped at the budget of ${float(self.settings.budget_usd):.2f} after "
-            f"spending ${spent:.2f}." + (" The work so far is on the branch." if uploaded else ""),
+            f"The agent stopped at the budget of {usd(float(self.settings.budget_usd))} after "
+            f"spending {usd(spent)}." + (" The work so far is on the branch." if uploaded else ""),
         )
 
     def _finish_cancelled(self, attempt: Attempt) -> None:
@@ -511,6 +511,11 @@ def commit_message(summary: str, title: str) -> str:
         subject = subject[:71].rstrip() + "…"
     body = "\n".join(lines[1:]).strip()
     return subject + (f"\n\n{cut(body, 4000)}" if body else "")
+
+
+def usd(amount: float) -> str:
+    """US dollars for a person: cents, or more digits for amounts under a cent."""
+    return f"${amount:,.2f}" if amount >= 0.01 or amount == 0 else f"${amount:.4g}"
 
 
 def _one_question(questions: list[dict[str, Any]]) -> tuple[str, list[str]]:

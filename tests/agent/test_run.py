@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from agent.claude import group_alive
+from agent.claude import descendants, group_alive, process_table
 from agent.session import project_key
 from tests.agent.conftest import (
     API_KEY,
@@ -311,14 +311,22 @@ async def test_sigterm_stops_the_cli_and_hands_over_the_work(
     whether the CLI ends on SIGINT (slow) or has to be killed (stubborn)."""
     api = sandbox.side_api
     proc = await start_agent(make_job(api), sandbox.env(fake_cli("--scenario", scenario)))
-    await until(lambda: any(m["content"].startswith("Step 2") for m in api.messages()))
-    [start] = sandbox.fake_starts()
-    assert not group_gone(start["pgid"])
-
-    proc.send_signal(signal.SIGTERM)
-    done = await finish(proc, timeout_s=12.0)
+    try:
+        await until(lambda: any(m["content"].startswith("Step 1") for m in api.messages()))
+        [start] = sandbox.fake_starts()
+        # Its shell commands run in sessions of their own, as Claude Code runs them.
+        await until(lambda: bool(sleeping_children(start["pid"])))
+        sleepers = sleeping_children(start["pid"])
+        assert not group_gone(start["pgid"])
+        proc.send_signal(signal.SIGTERM)
+        done = await finish(proc, timeout_s=12.0)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
     assert done.returncode == 0, done.stderr
     assert group_gone(start["pgid"])
+    assert [pid for pid in sleepers if command_of(pid).startswith("sleep ")] == []
 
     [(_, _, outcome, bundle)] = api.bundles
     assert outcome == "cancelled"
@@ -327,6 +335,24 @@ async def test_sigterm_stops_the_cli_and_hands_over_the_work(
     statuses = [s["status"] for s in api.statuses()]
     # Clarity cancelled the request: the agent reports no error, only what it cost.
     assert statuses == (["processing"] if scenario == "slow" else [])
+
+
+def command_of(pid: int) -> str:
+    """A running process's command line ("" once it is gone or a zombie)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def sleeping_children(pid: int) -> list[int]:
+    """The `sleep` commands a process started, at any depth."""
+    table = process_table() or []
+    return [
+        p.pid
+        for p in descendants(pid, table)
+        if p.running and command_of(p.pid).startswith("sleep ")
+    ]
 
 
 def archive_of(files: dict[str, bytes]) -> bytes:
