@@ -9,7 +9,7 @@ its transcript where the CLI does ($CLAUDE_CONFIG_DIR/projects/<cwd key>/<sessio
 and `--resume ID` fails as the CLI does when that transcript is missing.
 
 The script is `--scenario NAME`, else a `[fake:NAME]` marker in the prompt, else `edit`:
-edit, noop, ask, slow, stubborn, crash, budget, demo. When CLAUDE_CODE_FAKE_LOG names a
+edit, noop, ask, chatty, slow, stubborn, crash, budget, demo. When CLAUDE_CODE_FAKE_LOG names a
 file, each start appends its argv, environment and prompt to it as one JSON line.
 """
 
@@ -52,7 +52,7 @@ TOOLS = [
     "Write",
 ]
 ASK_TOOL = "mcp__clarity__ask_user"
-SCENARIOS = ("edit", "noop", "ask", "slow", "stubborn", "crash", "budget", "demo")
+SCENARIOS = ("edit", "noop", "ask", "chatty", "slow", "stubborn", "crash", "budget", "demo")
 _MARKER = re.compile(r"\[fake:([a-z]+)\]")
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 GREETINGS = ["Hello, world!", "Howdy, partner!", "Hi there!"]
@@ -643,6 +643,15 @@ def run_ask(s: Session, prompt: str, *, resumed: bool, options: list[str] | None
     s.finish(text=summary)
 
 
+def run_chatty(s: Session, prompt: str) -> None:
+    """Ask, then keep working instead of ending the turn (until interrupted)."""
+    s.use(ASK_TOOL, {"question": "Should I keep going?", "options": ["yes", "no"]})
+    for step in range(1, 600):
+        s.say(f"Step {step}: carrying on regardless.")
+        s.pause(0.2)
+    s.finish(text="Done without waiting.")
+
+
 def run_slow(s: Session, prompt: str) -> None:
     """Work in small steps until stopped."""
     s.use("Write", {"file_path": os.path.join(s.cwd, "slow.txt"), "content": "started\n"})
@@ -820,6 +829,8 @@ def main(argv: list[str] | None = None) -> int:
             run_noop(session, prompt)
         elif scenario == "ask":
             run_ask(session, prompt, resumed=resumed)
+        elif scenario == "chatty":
+            run_chatty(session, prompt)
         elif scenario == "slow":
             run_slow(session, prompt)
         elif scenario == "stubborn":

@@ -427,3 +427,64 @@ async def test_git_over_https_uses_the_credential_helper_and_keeps_no_token(
     assert outcome == "completed"
     sandbox.remote.fetch_bundle(bundle, BRANCH, tmp_path)
     assert sandbox.remote.show(BRANCH, "hello.txt") == "Hello from Clarity\n"
+
+
+async def test_a_cli_that_keeps_going_after_asking_is_interrupted(sandbox: Sandbox) -> None:
+    api = sandbox.side_api
+    done = await run_agent(make_job(api), sandbox.env(fake_cli("--scenario", "chatty")))
+    assert done.returncode == 0, done.stderr
+    assert "stopping Claude Code (ask)" in done.stderr
+    [ask] = api.messages("clarification_ask")
+    assert ask["content"] == "Should I keep going?"
+    [summary] = api.messages("agent_summary")
+    assert summary["metadata"]["subtype"] == "error_during_execution"
+    assert [s["status"] for s in api.statuses()] == ["processing"]
+    assert REQUEST_ID in api.sessions
+
+
+async def test_the_run_stops_itself_before_its_time_limit(sandbox: Sandbox, tmp_path: Path) -> None:
+    api = sandbox.side_api
+    env = sandbox.env(fake_cli("--scenario", "slow"), CLARITY_RUN_TIMEOUT_S="2")
+    done = await run_agent(make_job(api), env)
+    assert done.returncode == 0, done.stderr
+    report, error = api.statuses()
+    assert report["status"] == "processing"
+    assert (
+        error["errorCode"] == "TIMEOUT" and "work so far is on the branch" in error["errorMessage"]
+    )
+    [(_, _, outcome, bundle)] = api.bundles
+    assert outcome == "cancelled"
+    sandbox.remote.fetch_bundle(bundle, BRANCH, tmp_path)
+
+
+async def test_the_demo_scenario_asks_and_then_uses_the_answer(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    api = sandbox.side_api
+    env = sandbox.env(fake_cli("--scenario", "demo"), CLAUDE_CODE_FAKE_STEP_S="0")
+    job = make_job(api)
+    assert (await run_agent(job, env)).returncode == 0
+    [ask] = api.messages("clarification_ask")
+    assert len(ask["metadata"]["options"]) == 3
+    reads = [m for m in api.messages("agent_tool_call") if m["metadata"]["toolName"] == "Read"]
+    assert reads and api.messages("agent_terminal")
+    choice = ask["metadata"]["options"][1]
+    assert (await run_agent(answered(job, ask, choice), env)).returncode == 0
+    [(_, _, outcome, bundle)] = api.bundles
+    assert outcome == "completed"
+    sandbox.remote.fetch_bundle(bundle, BRANCH, tmp_path)
+    assert sandbox.remote.show(BRANCH, "hello.txt") == f"{choice}\n"
+    assert f"The greeting is: {choice}" in sandbox.remote.show(BRANCH, "README.md")
+
+
+async def test_the_exit_status_says_whether_the_outcome_was_reported(sandbox: Sandbox) -> None:
+    api = sandbox.side_api
+    env = sandbox.env(fake_cli("--scenario", "edit"))
+    wrong_token = await run_agent(make_job(api, apiToken="clj1.not-this-one"), env)
+    assert wrong_token.returncode == 1
+    assert "bundle upload failed" in wrong_token.stderr
+    assert "clj1.not-this-one" not in wrong_token.stderr
+    nothing_to_do = await run_agent(make_job(api, kind="cancel"), env)
+    assert nothing_to_do.returncode == 0
+    bad_job = await run_agent({"kind": "initial"}, env)
+    assert bad_job.returncode == 2 and "must be" in bad_job.stderr
