@@ -1,8 +1,9 @@
 """Starting Claude Code headless, reading its events, and stopping it.
 
-The CLI runs in its own process group (its MCP server and the shell commands it runs are
-in that group too), with an environment reduced to what it needs: never the job token,
-the job document or the git credential variables.
+The CLI runs in its own process group (with its MCP server; Claude Code starts each shell
+command in a session of its own, so those groups are tracked and killed with it), with an
+environment reduced to what it needs: never the job token, the job document or the git
+credential variables.
 """
 
 from __future__ import annotations
@@ -252,11 +253,6 @@ class ClaudeProcess:
         assert self._proc is not None
         return self._proc.pid
 
-    @property
-    def returncode(self) -> int | None:
-        """Its exit status, once it exited."""
-        return self._proc.returncode if self._proc else None
-
     def start(self) -> None:
         """Start the CLI in a new process group and begin reading its output."""
         self.started = time.monotonic()
@@ -292,11 +288,6 @@ class ClaudeProcess:
         if self._stop_step == 0:
             self._signal(signal.SIGINT)
             self._stop_step, self._stop_at = 1, time.monotonic() + INTERRUPT_GRACE_S
-
-    @property
-    def stopping(self) -> bool:
-        """Whether `stop` was called."""
-        return self._stop_step > 0
 
     def tick(self) -> None:
         """Escalate a stop in progress, and clean up after an exit that left output open."""
@@ -339,7 +330,12 @@ class ClaudeProcess:
 
     def group_alive(self) -> bool:
         """Whether any process of the CLI's group, or of a group its children made, runs."""
-        return group_alive(self.pid) or any(group_alive(pgid) for pgid, _ in self._groups)
+        table = process_table()
+        if table is None:
+            return group_alive(self.pid)
+        return any(
+            p.running and (p.pgid == self.pid or (p.pgid, p.sid) in self._groups) for p in table
+        )
 
     def finish(self, timeout_s: float = 5.0) -> int | None:
         """Reap the CLI, kill what is left of its group, stop the reader threads."""
@@ -386,8 +382,8 @@ class ClaudeProcess:
         try:
             self._proc.stdin.write(self.prompt.encode())
             self._proc.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
+        except OSError:
+            pass  # the CLI exited before reading it all: its output says why
 
     def _read_stdout(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

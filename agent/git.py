@@ -96,10 +96,7 @@ def self_command() -> tuple[list[str], dict[str, str]]:
     sys.path; PYTHONPATH finds this package whether or not it is installed.
     """
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    existing = os.environ.get("PYTHONPATH")
-    return [sys.executable, "-P", "-m", "agent"], {
-        "PYTHONPATH": root + (os.pathsep + existing if existing else "")
-    }
+    return [sys.executable, "-P", "-m", "agent"], {"PYTHONPATH": root}
 
 
 class Checkout:
@@ -137,7 +134,9 @@ class Checkout:
         timeout_s: float | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run one git command in the checkout and return its output."""
-        argv = ["git"]
+        # Hooks and an fsmonitor program are the checkout's (the agent may have set them up):
+        # none of them runs in our own commands.
+        argv = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
         env = dict(self._env)
         pass_fds: Sequence[int] = ()
         report: tuple[int, int] | None = None
@@ -270,7 +269,6 @@ class Checkout:
         self.git("add", "--all")
         if self.git("diff", "--cached", "--quiet", check=False).returncode == 0:
             return False
-        # The project's hooks are the agent's business while it works, not at hand-over.
         self.git("commit", "--no-verify", "--quiet", "-m", message)
         return True
 
@@ -294,7 +292,8 @@ class Checkout:
         """(path in the repository, created|modified|deleted, diff) of a file, None if outside."""
         absolute = os.path.abspath(os.path.join(self.path, file_path))
         relative = os.path.relpath(absolute, self.path)
-        if relative.startswith(".." + os.sep) or relative == ".." or relative.startswith(".git"):
+        top = relative.split(os.sep, 1)[0]
+        if top in ("..", ".git"):
             return None
         in_head = self.git("cat-file", "-e", f"HEAD:{relative}", check=False).returncode == 0
         if not os.path.lexists(absolute):

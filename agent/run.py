@@ -13,6 +13,7 @@ only when reporting itself failed, so the runner knows to report for us.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -139,13 +140,14 @@ class Run:
         self.branch = job.branch or branch_name(job.request_id, job.title or job.description)
         self.cancelled = threading.Event()
         self.reports = Reports()
-        self.tmp = tempfile.mkdtemp(prefix="clarity-agent-")
-        self.questions_path = os.path.join(self.tmp, "questions.jsonl")
+        # Our own files (questions, session archive, bundle), outside the checkout.
+        self.tmp = ""
+        url = remote_url(settings.git_url, job.repo)
         self.checkout = Checkout(
             settings.work_dir,
-            remote_url(settings.git_url, job.repo),
+            url,
             env=self._git_env(),
-            credential_env=credential.helper_env(job.api_url, job.request_id, job.api_token, None),
+            credential_env=credential.helper_env(job.api_url, job.request_id, job.api_token, url),
             scrubber=self.scrub,
         )
         self._phase = "checkout"
@@ -159,11 +161,18 @@ class Run:
             log.info("kind cancel: nothing to run")
             return 0
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.tmp = tempfile.mkdtemp(prefix="clarity-agent-")
         self.outbox.start()
         try:
             self._execute()
         except ReportError:
             pass
+        except Exception as exc:
+            # A bug of ours: say so, so the request does not wait for the watchdog.
+            log.exception("the run failed")
+            self.reports.failed("the run", exc)
+            with contextlib.suppress(ReportError):
+                self._report_error("AGENT_FAILED", f"clarity-agent failed: {exc!r}")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -200,18 +209,17 @@ class Run:
             else None
         )
         attempt = self._run_claude(resume)
-        if (
-            resume
-            and attempt.stopped_for is None
-            and attempt.translator.result is not None
-            and attempt.translator.result.get("subtype") == "error_during_execution"
-            and not attempt.translator.result.get("num_turns")
-        ):
+        if resume and attempt.stopped_for is None and _resume_failed(attempt.translator.result):
             # The CLI could not resume the session (lost or unreadable): start afresh.
             log.warning("could not resume session %s; starting a new one", resume)
             attempt = self._run_claude(None, cost_before=_cost(attempt))
         self._phase = "finish"
         self._finish(attempt)
+
+    @property
+    def questions_path(self) -> str:
+        """Where the MCP server appends the model's questions."""
+        return os.path.join(self.tmp, "questions.jsonl")
 
     def _run_claude(self, resume: str | None, cost_before: float = 0.0) -> Attempt:
         instructions = prompt.instructions(self.job, self.branch)
@@ -237,7 +245,7 @@ class Run:
             if line is None:
                 break
             if isinstance(line, bytes):
-                self._on_line(line, translator)
+                self._on_line(line, translator, resuming=resume is not None)
             now = time.monotonic()
             if translator.ask_delivered and asked_at is None:
                 asked_at = now
@@ -262,7 +270,7 @@ class Run:
         log.info("Claude Code exited with %s", attempt.exit_code)
         return attempt
 
-    def _on_line(self, line: bytes, translator: Translator) -> None:
+    def _on_line(self, line: bytes, translator: Translator, *, resuming: bool) -> None:
         try:
             event = json.loads(line)
         except ValueError:
@@ -275,6 +283,8 @@ class Run:
         except Exception:  # one odd event must not end the run
             log.exception("could not read a %s event", event.get("type"))
             return
+        if resuming and _resume_failed(event):
+            return  # not the run's summary: a new session follows
         for activity in activities:
             self.outbox.put(activity)
 
@@ -525,6 +535,16 @@ def _one_question(questions: list[dict[str, Any]]) -> tuple[str, list[str]]:
         return str(questions[0]["question"]), list(questions[0].get("options") or [])
     text = "\n\n".join(f"{i}. {q['question']}" for i, q in enumerate(questions, 1))
     return text, []
+
+
+def _resume_failed(event: Mapping[str, Any] | None) -> bool:
+    """Whether a result says the CLI could not resume (it did no turn at all)."""
+    return (
+        event is not None
+        and event.get("type") == "result"
+        and event.get("subtype") == "error_during_execution"
+        and not event.get("num_turns")
+    )
 
 
 def _cost(attempt: Attempt) -> float:

@@ -90,8 +90,7 @@ class SideApi:
         self.timeout_s = timeout_s
         self.tries = tries
         self._sleep = sleep
-        # The side-API is reached directly: a proxy set for the CLI must not see the token.
-        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener()
 
     def url(self, path: str) -> str:
         """The full URL of a route under this request."""

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent import credential, prompt, session
-from agent.git import Checkout, branch_name, slugify
+from agent.git import Checkout, GitError, branch_name, slugify
 from agent.job import Job, JobError, load
 from agent.run import commit_message
 from agent.scrub import Scrubber
@@ -223,12 +223,40 @@ async def test_the_credential_helper_reports_the_token_it_fetched(
     tmp_path: Path, remote: Remote, side_api: FakeSideApi
 ) -> None:
     scrub = Scrubber()
-    env = credential.helper_env(side_api.api_url, "req_1", JOB_TOKEN, None)
-    co = checkout(tmp_path, f"{side_api.git_url}acme/widget.git", scrub, env)
+    url = f"{side_api.git_url}acme/widget.git"
+    co = checkout(
+        tmp_path, url, scrub, credential.helper_env(side_api.api_url, "req_1", JOB_TOKEN, url)
+    )
     await asyncio.to_thread(co.sync)
     assert scrub(f"echo {GIT_TOKEN}") == "echo [redacted]"
     assert [c.path for c in side_api.calls] == ["/api/requests/req_1/git-credentials"]
+    # A remote rewritten to another host (url.<base>.insteadOf in .git/config) gets nothing.
+    elsewhere = side_api.git_url.replace("127.0.0.1", "localhost")
+    git("config", f"url.{elsewhere}.insteadOf", side_api.git_url, cwd=co.path)
+    with pytest.raises(GitError, match="git fetch failed"):
+        await asyncio.to_thread(co.sync)
+    assert len(side_api.calls) == 1
     # Without the helper's variables git gets no password, and says so without hanging.
     bare = checkout(tmp_path / "again", f"{side_api.git_url}acme/widget.git")
-    with pytest.raises(Exception, match="git clone failed"):
+    with pytest.raises(GitError, match="git clone failed"):
         await asyncio.to_thread(bare.sync)
+
+
+def test_file_changes_of_the_checkout(tmp_path: Path, remote: Remote) -> None:
+    co = checkout(tmp_path, f"file://{remote.path}")
+    co.sync()
+    co.checkout_branch("clarity/x")
+    root = Path(co.path)
+    (root / ".github").mkdir()
+    (root / ".github" / "ci.yml").write_text("on: push\n")
+    (root / "README.md").write_text("# Widget\n\nChanged.\n")
+    created = co.file_change(str(root / ".github" / "ci.yml"))
+    assert created is not None and created[:2] == (".github/ci.yml", "created")
+    assert "+on: push" in created[2]
+    modified = co.file_change("README.md")
+    assert modified is not None and modified[1] == "modified" and "+Changed." in modified[2]
+    (root / "README.md").unlink()
+    deleted = co.file_change(str(root / "README.md"))
+    assert deleted is not None and deleted[1] == "deleted" and "-A small project." in deleted[2]
+    assert co.file_change(str(root / ".git" / "config")) is None
+    assert co.file_change(str(tmp_path / "elsewhere.txt")) is None

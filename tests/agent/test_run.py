@@ -206,6 +206,8 @@ async def test_a_lost_transcript_falls_back_to_a_new_session(sandbox: Sandbox) -
     assert "Please add a hello file" in starts[1]["prompt"]
     assert "Hi there!" in starts[1]["prompt"]
     assert [b[2] for b in api.bundles] == ["completed"]
+    # The failed resume is not reported as the run's summary.
+    assert "No conversation found" not in json.dumps(api.messages())
 
 
 async def test_a_follow_up_continues_the_published_branch(sandbox: Sandbox, tmp_path: Path) -> None:
