@@ -25,7 +25,7 @@ from tests.agent.conftest import (
     start_agent,
 )
 from tests.agent.fake_anthropic import FakeAnthropic, text, tool_use
-from tests.agent.test_run import BRANCH, answered, until
+from tests.agent.test_agent_run import BRANCH, answered, until
 
 # The CLI these tests pin; its stream-json shapes are what agent/stream.py reads.
 CLAUDE_CODE = "@anthropic-ai/claude-code@2.1.197"
