@@ -201,7 +201,11 @@ class Session:
                 "agents": [],
                 "skills": [],
                 "plugins": [],
+                "analytics_disabled": True,
+                "product_feedback_disabled": True,
                 "uuid": str(uuid.uuid4()),
+                "memory_paths": {"auto": os.path.join(os.path.dirname(self.transcript), "memory/")},
+                "fast_mode_state": "off",
             }
         )
 
@@ -259,12 +263,13 @@ class Session:
             raise SystemExit(1)
 
     def tool_result(
-        self, use_id: str, content: Any, *, structured: Any, is_error: bool = False
+        self, use_id: str, content: Any, *, structured: Any, is_error: bool | None = None
     ) -> None:
-        """The user event that carries a tool's result."""
+        """The user event that carries a tool's result (`is_error` None: not said, as most
+        tools do)."""
         block: dict[str, Any] = {"tool_use_id": use_id, "type": "tool_result", "content": content}
-        if is_error:
-            block["is_error"] = True
+        if is_error is not None:
+            block["is_error"] = is_error
         message = {"role": "user", "content": [block]}
         line_id = self.record({"type": "user", "message": message, "toolUseResult": structured})
         self.emit(
@@ -293,6 +298,8 @@ class Session:
             "duration_api_ms": 50 * self.responses,
             "num_turns": self.responses,
         }
+        if not is_error:
+            event.update(ttft_ms=50, ttft_stream_ms=50, time_to_request_ms=10)
         if text is not None:
             event["result"] = text
         event.update(
@@ -315,6 +322,7 @@ class Session:
                     }
                 },
                 "permission_denials": [],
+                "fast_mode_state": "off",
                 "uuid": str(uuid.uuid4()),
             }
         )
