@@ -168,11 +168,11 @@ class Run:
         except ReportError:
             pass
         except Exception as exc:
-            # A bug of ours: say so, so the request does not wait for the watchdog.
+            # Say so at once (a CLI that cannot start, a bug of ours), rather than leave the
+            # request to the runner's watchdog.
             log.exception("the run failed")
-            self.reports.failed("the run", exc)
             with contextlib.suppress(ReportError):
-                self._report_error("AGENT_FAILED", f"clarity-agent failed: {exc!r}")
+                self._report_error("AGENT_FAILED", f"clarity-agent failed: {exc}")
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

@@ -14,8 +14,11 @@ import pytest
 from agent import credential, prompt, session
 from agent.git import Checkout, GitError, branch_name, slugify
 from agent.job import Job, JobError, load
+from agent.outbox import Outbox
 from agent.run import commit_message
 from agent.scrub import Scrubber
+from agent.sideapi import SideApi
+from agent.stream import Activity
 from tests.agent.conftest import REPO, Remote, git, make_job
 from tests.agent.fake_sideapi import GIT_TOKEN, JOB_TOKEN, FakeSideApi
 
@@ -260,3 +263,21 @@ def test_file_changes_of_the_checkout(tmp_path: Path, remote: Remote) -> None:
     assert deleted is not None and deleted[1] == "deleted" and "-A small project." in deleted[2]
     assert co.file_change(str(root / ".git" / "config")) is None
     assert co.file_change(str(tmp_path / "elsewhere.txt")) is None
+
+
+async def test_the_outbox_drops_what_the_side_api_refuses_and_keeps_the_order(
+    side_api: FakeSideApi,
+) -> None:
+    api = SideApi(side_api.api_url, JOB_TOKEN, "req_1")
+    outbox = Outbox(api, Scrubber([JOB_TOKEN]), sleep=lambda _: None).start()
+    side_api.fail_messages = 2  # transient: tried again
+    outbox.put(Activity("agent_thinking", f"first {JOB_TOKEN}"))
+    outbox.put(Activity("bogus", "refused with 422: dropped, not retried"))
+    outbox.put(Activity("agent_summary", "last", {"costCents": 3}))
+    assert await asyncio.to_thread(outbox.close, 10.0)
+    assert [(m["type"], m["content"]) for m in side_api.messages()] == [
+        ("agent_thinking", "first [redacted]"),
+        ("agent_summary", "last"),
+    ]
+    assert (outbox.sent, outbox.dropped) == (2, 1)
+    assert [c.status for c in side_api.calls] == [503, 503, 201, 422, 201]

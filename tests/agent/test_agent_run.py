@@ -490,3 +490,7 @@ async def test_the_exit_status_says_whether_the_outcome_was_reported(sandbox: Sa
     assert nothing_to_do.returncode == 0
     bad_job = await run_agent({"kind": "initial"}, env)
     assert bad_job.returncode == 2 and "must be" in bad_job.stderr
+    no_cli = await run_agent(make_job(api), {**env, "CLARITY_AGENT_CLI": "/nonexistent/claude"})
+    assert no_cli.returncode == 0, no_cli.stderr
+    error = api.statuses()[-1]
+    assert error["errorCode"] == "AGENT_FAILED" and "/nonexistent/claude" in error["errorMessage"]
