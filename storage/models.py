@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -384,7 +385,8 @@ class LoginToken(Base):
 # search. The document expression is spelled exactly like storage.dashboard's search, so
 # the planner uses the GIN index.
 SEARCH_CONFIG = "english"
-_requests = FeatureRequest.__table__.c
+_feature_requests = cast(Table, FeatureRequest.__table__)
+_requests = _feature_requests.c
 Index("feature_requests_created_id_idx", _requests.created_at, _requests.id)
 Index("feature_requests_status_created_idx", _requests.status, _requests.created_at, _requests.id)
 Index("feature_requests_repo_created_idx", _requests.repo, _requests.created_at, _requests.id)
@@ -394,7 +396,7 @@ Index(
     text("COALESCE(slack_user_id, issue_author)"),
     _requests.created_at,
     _requests.id,
-    _table=FeatureRequest.__table__,
+    _table=_feature_requests,
 )
 Index(
     "feature_requests_search_idx",
@@ -404,5 +406,5 @@ Index(
         " (COALESCE(title, ''::text) || ' '::text) || description)"
     ),
     postgresql_using="gin",
-    _table=FeatureRequest.__table__,
+    _table=_feature_requests,
 )
