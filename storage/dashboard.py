@@ -31,7 +31,6 @@ from storage.models import (
     AGENT_MESSAGE_TYPES,
     SEARCH_CONFIG,
     FeatureRequest,
-    Job,
     MessageSource,
     MessageType,
     RequestMessage,
@@ -39,8 +38,10 @@ from storage.models import (
     RequestStatus,
     utcnow,
 )
+from storage.models import Run as RunRow
 
 PAGE_SIZE = 100
+LIVE_RUN_STATES = frozenset({"queued", "starting", "running"})
 MAX_SEARCH_LENGTH = 200
 
 FR = FeatureRequest
@@ -215,7 +216,7 @@ class Run:
     """One run of the agent: its activity (all, or only what is new) and its totals."""
 
     number: int
-    kind: str | None = None
+    row: _RunRow | None = None  # its clarity_runs row, when there is one
     entries: list[Entry] = field(default_factory=list)
     steps: int = 0
     tool_calls: int = 0
@@ -230,15 +231,30 @@ class Run:
     finished: bool = False
 
     @property
+    def kind(self) -> str | None:
+        return None if self.row is None else self.row.kind
+
+    @property
+    def running(self) -> bool:
+        """Still going: by its clarity_runs state, else until it reported or summed up."""
+        if self.row is not None:
+            return self.row.state in LIVE_RUN_STATES
+        return not self.finished
+
+    @property
     def cost_cents(self) -> int | None:
-        """What the run's status reports cost, else what its summary says."""
+        """The run's recorded cost, else its status reports', else its summary's."""
+        if self.row is not None and self.row.cost_cents is not None:
+            return self.row.cost_cents
         if self.reported_cost_cents is not None:
             return self.reported_cost_cents
         return self.summary_cost_cents
 
     @property
     def duration_ms(self) -> int | None:
-        """The reported duration, else the time from its first to its last step."""
+        """The recorded or reported duration, else the time from its first to its last step."""
+        if self.row is not None and self.row.duration_ms is not None:
+            return self.row.duration_ms
         if self.reported_duration_ms is not None:
             return self.reported_duration_ms
         if self.summary_duration_ms is not None:
@@ -287,19 +303,31 @@ _ENTRY_COLUMNS = (
 )
 
 
-async def _run_starts(session: AsyncSession, request_id: str) -> list[tuple[dt.datetime, str]]:
-    # A run is a dispatch other than `cancel`, as Slack's progress message counts them.
-    # TODO(merge): read clarity_runs (migration 0002) once it is on main.
+@dataclass(frozen=True)
+class _RunRow:
+    created_at: dt.datetime
+    attempt: int
+    kind: str
+    state: str
+    cost_cents: int | None
+    duration_ms: int | None
+
+
+async def _run_rows(session: AsyncSession, request_id: str) -> list[_RunRow]:
+    # A run is a dispatch other than `cancel` (which only stops one), as Slack counts them.
     rows = await session.execute(
-        select(Job.created_at, Job.payload["kind"].astext)
-        .where(
-            Job.kind == "dispatch",
-            Job.request_id == request_id,
-            func.coalesce(Job.payload["kind"].astext, "") != "cancel",
+        select(
+            RunRow.created_at,
+            RunRow.attempt,
+            RunRow.kind,
+            RunRow.state,
+            RunRow.cost_cents,
+            RunRow.duration_ms,
         )
-        .order_by(Job.created_at, Job.id)
+        .where(RunRow.request_id == request_id, RunRow.kind != "cancel")
+        .order_by(RunRow.attempt)
     )
-    return [(created, kind or "") for created, kind in rows.all()]
+    return [_RunRow(*row) for row in rows.all()]
 
 
 async def request_page(
@@ -311,7 +339,7 @@ async def request_page(
         request = await session.scalar(select(FR).where(FR.request_id == request_id))
         if request is None:
             return None
-        starts = await _run_starts(session, request_id)
+        starts = await _run_rows(session, request_id)
         conversation = [
             Entry(i, t, s, c, a, n, m or {}, at)
             for i, t, s, c, a, n, m, at in (
@@ -358,14 +386,15 @@ async def request_page(
     except DB_ERRORS as exc:
         raise translate(exc, QueryError, "reading a request for the dashboard") from exc
 
-    start_times = [at for at, _ in starts]
+    start_times = [row.created_at for row in starts]
     runs: dict[int, Run] = {}
 
     def run_of(at: dt.datetime) -> Run:
+        # The latest run created before the message; activity before any run is run 1's.
         number = max(1, bisect.bisect_right(start_times, at))
         if number not in runs:
-            kind = starts[number - 1][1] if number <= len(starts) else None
-            runs[number] = Run(number=number, kind=kind)
+            row = starts[number - 1] if number <= len(starts) else None
+            runs[number] = Run(number=number, row=row)
         return runs[number]
 
     for _id, type_, at, cost, duration in agent:

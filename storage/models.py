@@ -349,6 +349,43 @@ class SlackPost(Base):
     updated_at: Mapped[CreatedAt]
 
 
+class Run(Base):
+    """One dispatch of a request to the runner: its attempt number, sandbox and outcome."""
+
+    __tablename__ = "clarity_runs"
+    __table_args__ = (
+        UniqueConstraint("request_id", "attempt", name="clarity_runs_request_attempt_key"),
+        # The run watchers read the live runs; the set is small however long the history.
+        Index(
+            "clarity_runs_live_idx",
+            "state",
+            postgresql_where=text("state IN ('queued', 'starting', 'running')"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("feature_requests.request_id", name="clarity_runs_request_id_fkey")
+    )
+    attempt: Mapped[int]
+    # initial | clarification_answer | follow_up | retry | cancel
+    kind: Mapped[str]
+    # queued → starting → running → succeeded | failed | cancelled | lost
+    state: Mapped[str] = mapped_column(server_default=text("'queued'"))
+    backend: Mapped[str | None]
+    sandbox_id: Mapped[str | None]
+    claude_session_id: Mapped[str | None]
+    heartbeat_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+    cost_cents: Mapped[int | None]
+    duration_ms: Mapped[int | None]
+    turns: Mapped[int | None]
+    error: Mapped[str | None]
+    created_at: Mapped[CreatedAt]
+    updated_at: Mapped[CreatedAt]
+
+
 # --- the web dashboard (migration 0003) -------------------------------------------------
 
 

@@ -12,7 +12,7 @@ They are built without CONCURRENTLY because Alembic runs every migration in one
 transaction; a requests table builds them in seconds even at a million rows.
 
 Revision ID: 0003
-Revises: 0001 (0002, clarity_runs, once it lands on main)
+Revises: 0002
 Create Date: 2026-12-05
 """
 
@@ -22,8 +22,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003"
-# TODO(merge): "0002" once clarity_runs (revision 0002) is on main.
-down_revision: str | None = "0001"
+down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

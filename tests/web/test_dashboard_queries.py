@@ -150,3 +150,45 @@ async def test_stats_by_day_outcome_and_time_to_pr(
     assert stats.p90_to_pr_ms == 28 * 60 * 1000  # interpolated: 10 + 0.9 * 20 minutes
     assert [(r.key, r.count) for r in stats.top_repos] == [("acme/app", 2), ("acme/api", 1)]
     assert [(r.label, r.count) for r in stats.top_requesters] == [("Ada", 2), ("Grace", 1)]
+
+
+async def test_a_requests_activity_is_grouped_by_run(
+    session_factory: async_sessionmaker[AsyncSession],
+) -> None:
+    async with session_factory.begin() as session:
+        for statement in (
+            "INSERT INTO feature_requests (request_id, origin, repo, description, status)"
+            " VALUES ('r', 'slack', 'acme/app', 'd', 'processing')",
+            "INSERT INTO clarity_runs (request_id, attempt, kind, state, cost_cents, created_at)"
+            " VALUES ('r', 1, 'initial', 'failed', 40, '2026-12-05 10:00'),"
+            " ('r', 2, 'cancel', 'succeeded', NULL, '2026-12-05 10:30'),"
+            " ('r', 3, 'retry', 'running', NULL, '2026-12-05 11:00')",
+            "INSERT INTO request_messages (request_id, type, source, content, metadata, created_at)"
+            " VALUES ('r', 'initial_request', 'slack', 'd', NULL, '2026-12-05 09:59'),"
+            " ('r', 'agent_thinking', 'system', 'one', NULL, '2026-12-05 10:01'),"
+            " ('r', 'agent_terminal', 'system', 'ls', '{\"exitCode\": 0}', '2026-12-05 10:02'),"
+            " ('r', 'error', 'system', 'boom', '{\"durationMs\": 90000}', '2026-12-05 10:03'),"
+            " ('r', 'retry', 'slack', 'again', NULL, '2026-12-05 10:59'),"
+            " ('r', 'agent_tool_call', 'system', 'Read', NULL, '2026-12-05 11:01'),"
+            " ('r', 'agent_thinking', 'system', 'two', NULL, '2026-12-05 11:02')",
+        ):
+            await session.execute(text(statement))
+    async with session_factory() as session:
+        page = await dashboard.request_page(session, "r")
+        assert page is not None
+        assert [e.content for e in page.conversation] == ["d", "boom", "again"]
+        first, second = page.runs
+        assert (first.number, first.kind, first.running) == (1, "initial", False)
+        assert [e.content for e in first.entries] == ["one", "ls"]
+        assert (first.steps, first.commands, first.cost_cents) == (2, 1, 40)
+        assert first.duration_ms == 90_000  # reported by the error
+        # The cancel dispatch is not a run: the retry is the second one shown, as in Slack.
+        assert (second.number, second.kind, second.running) == (2, "retry", True)
+        assert (second.steps, second.tool_calls) == (2, 1)
+        assert second.duration_ms == 60_000  # first to last step
+
+        # Only what is newer than a message id, with the totals of the whole run.
+        newer = await dashboard.request_page(session, "r", after_id=page.last_message_id - 1)
+        assert newer is not None
+        assert [[e.content for e in run.entries] for run in newer.runs] == [[], ["two"]]
+        assert newer.runs[1].steps == 2 and newer.last_message_id == page.last_message_id
