@@ -41,6 +41,9 @@ from storage.models import (
 from storage.models import Run as RunRow
 
 PAGE_SIZE = 100
+# Counting every match of a broad search costs a full-text recheck per row, so searches
+# count up to this many (the page says "1,000+").
+SEARCH_COUNT_LIMIT = 1000
 LIVE_RUN_STATES = frozenset({"queued", "starting", "running"})
 MAX_SEARCH_LENGTH = 200
 
@@ -103,6 +106,7 @@ class ListPage:
     rows: list[ListRow]
     next_cursor: str | None
     counts: dict[RequestStatus, int]
+    counts_capped: bool = False  # a search with more matches than SEARCH_COUNT_LIMIT
 
     @property
     def total(self) -> int:
@@ -175,9 +179,11 @@ async def list_requests(
             or_(FR.created_at < created, and_(FR.created_at == created, FR.id < row_id))
         )
     stmt = stmt.order_by(desc(FR.created_at), desc(FR.id)).limit(limit + 1)
-    counts_stmt = (
-        select(FR.status, func.count()).where(*_where(filters.without_status())).group_by(FR.status)
-    )
+    counted = select(FR.status).where(*_where(filters.without_status()))
+    if filters.search:
+        counted = counted.limit(SEARCH_COUNT_LIMIT)
+    matches = counted.subquery()
+    counts_stmt = select(matches.c.status, func.count()).group_by(matches.c.status)
     try:
         rows = [ListRow(**r._asdict()) for r in (await session.execute(stmt)).all()]
         counts = {RequestStatus(s): int(n) for s, n in (await session.execute(counts_stmt)).all()}
@@ -187,7 +193,8 @@ async def list_requests(
     if len(rows) > limit:
         rows = rows[:limit]
         next_cursor = encode_cursor(rows[-1].created_at, rows[-1].id)
-    return ListPage(rows=rows, next_cursor=next_cursor, counts=counts)
+    capped = bool(filters.search) and sum(counts.values()) >= SEARCH_COUNT_LIMIT
+    return ListPage(rows=rows, next_cursor=next_cursor, counts=counts, counts_capped=capped)
 
 
 # --- one request ------------------------------------------------------------------------
@@ -272,6 +279,7 @@ class RequestPage:
     conversation: list[Entry]
     runs: list[Run]
     last_message_id: int
+    hidden_steps: int = 0  # older agent steps left out by `latest`
 
 
 def _number(value: Any) -> int | None:
@@ -331,10 +339,11 @@ async def _run_rows(session: AsyncSession, request_id: str) -> list[_RunRow]:
 
 
 async def request_page(
-    session: AsyncSession, request_id: str, *, after_id: int = 0
+    session: AsyncSession, request_id: str, *, after_id: int = 0, latest: int | None = None
 ) -> RequestPage | None:
     """A request with its conversation and runs; runs hold only activity newer than
-    `after_id` (their totals always cover the whole run). None when unknown."""
+    `after_id`, and at most the `latest` steps (their totals always cover the whole run).
+    None when unknown."""
     try:
         request = await session.scalar(select(FR).where(FR.request_id == request_id))
         if request is None:
@@ -369,19 +378,20 @@ async def request_page(
                 .order_by(RequestMessage.id)
             )
         ).all()
+        newer = (
+            select(*_ENTRY_COLUMNS)
+            .where(
+                RequestMessage.request_id == request_id,
+                RequestMessage.type.in_(_AGENT_TYPES),
+                RequestMessage.id > after_id,
+            )
+            .order_by(RequestMessage.id.desc())
+        )
+        if latest is not None:
+            newer = newer.limit(latest)
         new_entries = [
             Entry(i, t, s, c, a, n, m or {}, at)
-            for i, t, s, c, a, n, m, at in (
-                await session.execute(
-                    select(*_ENTRY_COLUMNS)
-                    .where(
-                        RequestMessage.request_id == request_id,
-                        RequestMessage.type.in_(_AGENT_TYPES),
-                        RequestMessage.id > after_id,
-                    )
-                    .order_by(RequestMessage.id)
-                )
-            ).all()
+            for i, t, s, c, a, n, m, at in reversed((await session.execute(newer)).all())
         ]
     except DB_ERRORS as exc:
         raise translate(exc, QueryError, "reading a request for the dashboard") from exc
@@ -428,7 +438,14 @@ async def request_page(
     last = max([after_id, *(e.id for e in new_entries)])
     # Runs with nothing to show (a report without activity) are left out.
     shown = [runs[n] for n in sorted(runs) if runs[n].steps or runs[n].entries]
-    return RequestPage(request=request, conversation=conversation, runs=shown, last_message_id=last)
+    hidden = sum(1 for row in agent if row[0] > after_id) - len(new_entries)
+    return RequestPage(
+        request=request,
+        conversation=conversation,
+        runs=shown,
+        last_message_id=max(last, *(row[0] for row in agent)) if agent else last,
+        hidden_steps=hidden,
+    )
 
 
 # --- stats ------------------------------------------------------------------------------

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
 FRAGMENT_HEADER = "X-Clarity-Fragment"
 STATS_DAYS = (7, 30, 90)
+# A request page shows the latest steps of the agent; `?all=1` shows every one.
+LATEST_STEPS = 300
 CSP = "; ".join(
     [
         "default-src 'none'",
@@ -283,9 +285,15 @@ def _request_context(
     }
 
 
-async def _load(dash: Dashboard, request_id: str, after_id: int = 0) -> dashboard.RequestPage:
+def _latest(request: web.Request) -> int | None:
+    return None if request.query.get("all") == "1" else LATEST_STEPS
+
+
+async def _load(
+    dash: Dashboard, request_id: str, after_id: int = 0, latest: int | None = None
+) -> dashboard.RequestPage:
     async with dash.session_factory() as session:
-        page = await dashboard.request_page(session, request_id, after_id=after_id)
+        page = await dashboard.request_page(session, request_id, after_id=after_id, latest=latest)
     if page is None:
         raise web.HTTPNotFound(text="No such request.", headers=SECURITY_HEADERS)
     return page
@@ -299,7 +307,7 @@ async def request_view(
     notice: str | None = None,
     status: int = 200,
 ) -> web.StreamResponse:
-    page = await _load(dash, request.match_info["request_id"])
+    page = await _load(dash, request.match_info["request_id"], latest=_latest(request))
     return dash.render(
         "request.html",
         request,
@@ -319,7 +327,10 @@ async def request_live(request: web.Request, dash: Dashboard, viewer: Viewer) ->
         after = max(0, int(request.query.get("after", "0")))
     except ValueError:
         after = 0
-    page = await _load(dash, request.match_info["request_id"], after)
+    # Only a full refresh (after=0) can be large; later updates hold what is new.
+    page = await _load(
+        dash, request.match_info["request_id"], after, _latest(request) if after == 0 else None
+    )
     context = _request_context(dash, viewer, page, None)
     env = dash.env
     header = env.get_template("_request_header.html").render(**context)

@@ -113,6 +113,7 @@
   function refreshRequest(full) {
     var after = full ? 0 : Number(body.getAttribute("data-last") || 0);
     var url = "/requests/" + encodeURIComponent(requestId) + "/live?after=" + after;
+    if (/[?&]all=1/.test(window.location.search)) url += "&all=1";
     return get(url, true).then(function (data) {
       swap("request-header", data.header);
       swap("conversation", data.conversation);
