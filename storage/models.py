@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     PrimaryKeyConstraint,
+    Table,
     Text,
     UniqueConstraint,
     text,
@@ -383,3 +384,64 @@ class Run(Base):
     error: Mapped[str | None]
     created_at: Mapped[CreatedAt]
     updated_at: Mapped[CreatedAt]
+
+
+# --- the web dashboard (migration 0003) -------------------------------------------------
+
+
+class WebSession(Base):
+    """A dashboard session; the cookie holds the token, the table only its SHA-256."""
+
+    __tablename__ = "clarity_web_sessions"
+    __table_args__ = (Index("clarity_web_sessions_expires_idx", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(primary_key=True)
+    slack_user_id: Mapped[str]
+    user_name: Mapped[str]
+    team_id: Mapped[str | None]
+    created_at: Mapped[CreatedAt]
+    expires_at: Mapped[dt.datetime]
+
+
+class LoginToken(Base):
+    """A single-use sign-in link sent privately in Slack; only its SHA-256 is kept."""
+
+    __tablename__ = "clarity_login_tokens"
+    __table_args__ = (Index("clarity_login_tokens_expires_idx", "expires_at"),)
+
+    token_hash: Mapped[str] = mapped_column(primary_key=True)
+    slack_user_id: Mapped[str]
+    user_name: Mapped[str]
+    team_id: Mapped[str | None]
+    created_at: Mapped[CreatedAt]
+    expires_at: Mapped[dt.datetime]
+    used_at: Mapped[dt.datetime | None]
+
+
+# The dashboard's list: newest first (keyset on created_at, id), per filter, and full-text
+# search. The document expression is spelled exactly like storage.dashboard's search, so
+# the planner uses the GIN index.
+SEARCH_CONFIG = "english"
+_feature_requests = cast(Table, FeatureRequest.__table__)
+_requests = _feature_requests.c
+Index("feature_requests_created_id_idx", _requests.created_at, _requests.id)
+Index("feature_requests_status_created_idx", _requests.status, _requests.created_at, _requests.id)
+Index("feature_requests_repo_created_idx", _requests.repo, _requests.created_at, _requests.id)
+Index("feature_requests_origin_created_idx", _requests.origin, _requests.created_at, _requests.id)
+Index(
+    "feature_requests_requester_created_idx",
+    text("COALESCE(slack_user_id, issue_author)"),
+    _requests.created_at,
+    _requests.id,
+    _table=_feature_requests,
+)
+Index(
+    "feature_requests_search_idx",
+    # As PostgreSQL prints it back, so the drift check (Alembic) compares it equal.
+    text(
+        f"to_tsvector('{SEARCH_CONFIG}'::regconfig,"
+        " (COALESCE(title, ''::text) || ' '::text) || description)"
+    ),
+    postgresql_using="gin",
+    _table=_feature_requests,
+)

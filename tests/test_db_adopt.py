@@ -16,6 +16,7 @@ from storage.crypto import Cipher
 from storage.dbops import adopt as adopt_op
 from storage.dbops import check as check_op
 from storage.engine import create_engine, create_session_factory
+from storage.migrate import head_revision
 from storage.models import RequestStatus
 from storage.repositories import (
     AppConfigRepository,
@@ -189,7 +190,9 @@ def test_adopt_adds_what_is_missing_and_changes_no_row(db_url: str, drizzle_db: 
             make_url(drizzle_db), "test", confirm=lambda _: True, say=again.append
         )
     )
-    assert again == ["already managed by Clarity's migrations (0002); use `clarity db migrate`"]
+    assert again == [
+        f"already managed by Clarity's migrations ({head_revision()}); use `clarity db migrate`"
+    ]
 
 
 def test_adopt_refuses_what_it_cannot_reconcile_and_changes_nothing(drizzle_db: str) -> None:

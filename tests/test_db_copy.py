@@ -38,6 +38,8 @@ CLARITY_TABLES = copy_op.clarity_tables()
 KEYS = {
     "clarity_inbound_deliveries": "source, delivery_id",
     "clarity_channel_settings": "channel_id",
+    "clarity_web_sessions": "token_hash",
+    "clarity_login_tokens": "token_hash",
 }
 MB = 1024 * 1024
 
