@@ -63,11 +63,7 @@ class RunnerUnavailableError(Exception):
 
 def api_url(services: Services) -> str:
     """The side-API base URL agents are told to call: `<CLARITY_PUBLIC_URL>/api`."""
-    s = services.settings
-    if s.clarity_public_url:
-        return s.clarity_public_url.rstrip("/") + "/api"
-    host = "127.0.0.1" if s.host in ("0.0.0.0", "::", "") else s.host  # noqa: S104
-    return f"http://{host}:{s.port}/api"
+    return services.settings.public_base() + "/api"
 
 
 def _title(row: FeatureRequest) -> str:

@@ -12,10 +12,12 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from bot import github, slack
+from bot import web as dashboard
 from bot.api.app import PREFIX as API_PREFIX
 from bot.api.app import build_api
 from bot.app import Clarity
 from bot.services import Services
+from bot.web.actions import LifecycleActions
 from bot.workers import WorkerPool
 from storage.engine import ping
 from storage.repositories import FeatureRequestRepository
@@ -90,6 +92,17 @@ def build_web_app(clarity: Clarity, *, run_workers: bool | None = None) -> web.A
     slack.setup(app, clarity.slack)
     app.add_subapp(API_PREFIX, build_api(clarity.api))
     github.setup(app, services, clarity.lifecycle)
+    settings = services.settings
+    dashboard.setup(
+        app,
+        session_factory=services.session_factory,
+        engine=services.engine,
+        actions=LifecycleActions(clarity.lifecycle, services.session_factory),
+        public_url=settings.clarity_public_url,
+        admin_user_ids=settings.split(settings.clarity_admin_user_ids),
+        session_ttl_s=settings.clarity_web_session_ttl_s,
+        scrub=clarity.slack.scrub,
+    )
 
     pool = WorkerPool(services, clarity.jobs, concurrency=services.settings.clarity_workers)
     app[WORKERS_KEY] = pool

@@ -55,6 +55,8 @@ class Settings(BaseSettings):
     clarity_job_token_ttl_s: int = 6 * 3600
     clarity_workers: int = 2
     clarity_run_workers: bool = True
+    # How long a dashboard session lasts after sign-in (default 7 days).
+    clarity_web_session_ttl_s: int = 7 * 86400
     # How long finished jobs and remembered inbound delivery ids are kept (default 7 days).
     clarity_job_retention_s: int = 7 * 86400
     clarity_delivery_retention_s: int = 7 * 86400
@@ -77,6 +79,13 @@ class Settings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, v: str) -> str:
         return v.rstrip("/")
+
+    def public_base(self) -> str:
+        """CLARITY_PUBLIC_URL, else this server's own address (for links and agents)."""
+        if self.clarity_public_url:
+            return self.clarity_public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
     @staticmethod
     def split(raw: str) -> frozenset[str]:

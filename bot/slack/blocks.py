@@ -52,6 +52,7 @@ HELP_TEXT = "\n".join(
         "• `/clarity list` — your recent requests",
         "• `/clarity status <requestId>` — where a request stands",
         "• `/clarity stats` — the last 7 days at a glance",
+        "• `/clarity dashboard` — a private sign-in link to the web dashboard",
         "• `/clarity help` — this message",
         "Reply in a request's thread to answer questions or ask for more changes.",
     ]
@@ -145,8 +146,11 @@ class Message:
 # --- the request's root message ------------------------------------------------------
 
 
-def root_message(request: FeatureRequest, clean: Clean) -> Message:
-    """Title, repository, requester, status, request id and (while open) a Cancel button."""
+def root_message(request: FeatureRequest, clean: Clean, page_url: str | None = None) -> Message:
+    """Title, repository, requester, status, request id and (while open) a Cancel button.
+
+    `page_url` is the request's dashboard page, linked when CLARITY_PUBLIC_URL is set.
+    """
     title = request.title or request.description
     requester = f"<@{request.slack_user_id}>" if request.slack_user_id else "—"
     fields = [
@@ -165,6 +169,8 @@ def root_message(request: FeatureRequest, clean: Clean) -> Message:
     link = pr_link(request)
     if link:
         blocks.append(_section(f":twisted_rightwards_arrows: Pull request {link}"))
+    if page_url:
+        blocks.append(_context(f"<{page_url}|Everything the agent did, live, on the dashboard>"))
     if request.status not in FINAL:
         blocks.append(
             {
@@ -522,11 +528,30 @@ def answer_modal(question: RequestMessage, private_metadata: dict[str, Any], cle
     }
 
 
-def home_view(requests: Sequence[FeatureRequest], stats: Stats) -> Block:
-    """App Home: the user's recent requests and the last days' stats."""
+ACTION_OPEN_DASHBOARD = "open_dashboard"
+
+
+def home_view(
+    requests: Sequence[FeatureRequest], stats: Stats, dashboard_link: str | None = None
+) -> Block:
+    """App Home: the user's recent requests, the last days' stats, a dashboard sign-in."""
     blocks: list[Block] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Your requests"}},
     ]
+    if dashboard_link:
+        button = _button("Open the dashboard", ACTION_OPEN_DASHBOARD, "open", style="primary")
+        button["url"] = dashboard_link
+        blocks.append(
+            {
+                "type": "section",
+                "text": {
+                    "type": "mrkdwn",
+                    "text": "Every request and everything the agent did, live. "
+                    "The button signs you in (once, within 10 minutes).",
+                },
+                "accessory": button,
+            }
+        )
     if not requests:
         blocks.append(_section("No requests yet. Try `/clarity owner/repo what to build`."))
     for request in requests:

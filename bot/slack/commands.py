@@ -14,6 +14,7 @@ from bot.slack.feature import SlackFeature
 from bot.slack.filing import NewRequest, accept_filing, may_file
 from bot.slack.home import load_stats
 from bot.slack.payloads import SlashCommand, ViewSubmission
+from bot.web.auth import issue_login_link
 from storage.repositories import FeatureRequestRepository, RequestMessagesRepository
 from storage.repositories.channels import ChannelSettingsRepository
 
@@ -32,6 +33,7 @@ class Kind(enum.Enum):
     STATUS = "status"
     STATS = "stats"
     SET_REPO = "repo"
+    DASHBOARD = "dashboard"
     FILE = "file"
 
 
@@ -74,6 +76,8 @@ def parse_command(text: str) -> Parsed:
         return Parsed(Kind.LIST)
     if keyword == "stats" and not rest:
         return Parsed(Kind.STATS)
+    if keyword == "dashboard" and not rest:
+        return Parsed(Kind.DASHBOARD)
     if keyword == "status":
         if not rest or " " in rest:
             return Parsed(Kind.INVALID, problem="Say which request: `/clarity status <requestId>`.")
@@ -113,6 +117,22 @@ async def run_command(feature: SlackFeature, command: SlashCommand, parsed: Pars
             await _reply(feature, command, blocks.request_list(page.items))
         case Kind.STATUS:
             await _reply(feature, command, await status_text(feature, parsed.argument))
+        case Kind.DASHBOARD:
+            async with services.session_factory.begin() as session:
+                link = await issue_login_link(
+                    session,
+                    slack_user_id=command.user_id,
+                    user_name=command.user_name,
+                    team_id=command.team_id or None,
+                    public_url=services.settings.public_base(),
+                )
+            # Privately (the response URL or an ephemeral message), never in the channel.
+            await _reply(
+                feature,
+                command,
+                f"<{link}|Open the Clarity dashboard> — this link is yours alone: it signs "
+                "you in once, within 10 minutes.",
+            )
         case Kind.STATS:
             async with services.session_factory() as session:
                 stats = await load_stats(session)

@@ -221,7 +221,9 @@ async def sync_root(slack: SlackFeature, job: ClaimedJob) -> None:
             # A thread made before Clarity kept its posts (an adopted database): edit that one.
             root = SlackPost(channel_id=request.slack_channel_id, ts=request.slack_thread_ts)
         api = await slack.api()
-        message = blocks.root_message(request, slack.scrub)
+        public = services.settings.clarity_public_url
+        page = f"{public}/requests/{request_id}" if public else None
+        message = blocks.root_message(request, slack.scrub, page)
         if root is not None:
             await api.call(
                 "chat.update",

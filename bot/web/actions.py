@@ -11,8 +11,11 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Protocol
 
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.requests.actions import Actor, RequestLifecycle
 from storage.lifecycle import FINAL
-from storage.models import FeatureRequest, RequestStatus
+from storage.models import FeatureRequest, MessageSource, RequestStatus
 
 
 class RequestActions(Protocol):
@@ -43,3 +46,29 @@ def can_retry(request: FeatureRequest) -> bool:
 
 def can_cancel(request: FeatureRequest) -> bool:
     return request.status not in FINAL
+
+
+class LifecycleActions:
+    """RequestActions over the lifecycle: the person acts as themselves, from the web."""
+
+    def __init__(
+        self, lifecycle: RequestLifecycle, session_factory: async_sessionmaker[AsyncSession]
+    ) -> None:
+        self.lifecycle = lifecycle
+        self.session_factory = session_factory
+
+    async def retry(self, request_id: str, actor_id: str, actor_name: str) -> str | None:
+        """Retry a failed request; a refusal sentence when the lifecycle says no."""
+        async with self.session_factory.begin() as session:
+            outcome = await self.lifecycle.retry(
+                session, request_id, Actor(actor_id, actor_name, MessageSource.WEB)
+            )
+        return outcome.refusal
+
+    async def cancel(self, request_id: str, actor_id: str, actor_name: str) -> str | None:
+        """Cancel an unfinished request; a refusal sentence when the lifecycle says no."""
+        async with self.session_factory.begin() as session:
+            outcome = await self.lifecycle.cancel(
+                session, request_id, Actor(actor_id, actor_name, MessageSource.WEB)
+            )
+        return outcome.refusal
