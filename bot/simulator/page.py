@@ -218,6 +218,18 @@ class Page:
         location = f"{self.base}/?channel={channel}&thread_ts={thread or ts}"
         raise web.HTTPFound(location)
 
+    async def pane_fragment(self, request: web.Request) -> web.StreamResponse:
+        """The main pane and the modal as they are now (the page asks once its stream is
+        open, so nothing that happened in between is missed)."""
+        viewer = self._viewer(request)
+        if request.query.get("tab") == "home":
+            main = self.home_html(viewer)
+        else:
+            channel = request.query.get("channel", "")
+            main = "".join(self.message_html(m, viewer) for m in self.ws.top_level(channel, viewer))
+        modal = self.modal_html(self.ws.top_modal(viewer))
+        return web.json_response({"main": main, "modal": modal})
+
     async def thread_fragment(self, request: web.Request) -> web.StreamResponse:
         viewer = self._viewer(request)
         channel = request.query.get("channel", "")

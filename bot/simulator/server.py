@@ -4,7 +4,7 @@
 Routes, under the prefix (default `/_sim`):
   GET  /                     the channel page        GET /home      App Home
   GET  /events               Server-Sent Events      POST /ui/<what> what the person does
-  GET  /ui/thread            a thread's messages     GET /archives/<C>/<p…>  permalinks
+  GET  /ui/thread, /ui/pane  fragments              GET /archives/<C>/<p…>  permalinks
   *    /api/<method>         Slack's Web API (SLACK_API_URL = <base>/api/)
   POST /response/<token>     response URLs           GET /socket    Socket Mode WebSocket
   GET  /static/…             the page's script and styles
@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from collections.abc import Sequence
-from typing import Any
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Self
 
 from aiohttp import web
 
@@ -53,6 +54,7 @@ class Simulator:
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
         trigger_ttl_s: float = TRIGGER_TTL_S,
         lenient: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         # target_url: the app's Request URL; a path ("/slack/events", the default) means the
         # server the simulator is mounted on. public_url: this server's origin as the app
@@ -60,7 +62,7 @@ class Simulator:
         self.prefix = prefix.rstrip("/")
         self._target = target_url or EVENTS_PATH
         self._origin = public_url.rstrip("/") if public_url else None
-        self.workspace = Workspace(lenient=lenient, trigger_ttl_s=trigger_ttl_s)
+        self.workspace = Workspace(lenient=lenient, trigger_ttl_s=trigger_ttl_s, clock=clock)
         self.api = WebApi(
             self.workspace, bot_token=bot_token, app_token=app_token, base_url=self.base_url
         )
@@ -94,6 +96,10 @@ class Simulator:
         """What SLACK_API_URL should be."""
         return f"{self.base_url()}/api/"
 
+    def set_target(self, target_url: str) -> None:
+        """Point deliveries at another Request URL (an app started after the simulator)."""
+        self._target = target_url
+
     def target_url(self) -> str | None:
         if self._target.startswith("/"):
             return f"{self._origin}{self._target}" if self._origin else None
@@ -119,6 +125,7 @@ class Simulator:
         sub.router.add_get("/home", self.page.home_page)
         sub.router.add_get("/events", self.page.events)
         sub.router.add_get("/ui/thread", self.page.thread_fragment)
+        sub.router.add_get("/ui/pane", self.page.pane_fragment)
         sub.router.add_post("/ui/{what}", self.page.ui)
         sub.router.add_get("/archives/{channel}/{p}", self.page.archives)
         sub.router.add_route("POST", "/api/{method}", self.api.handle)
@@ -258,10 +265,11 @@ class SimulatorServer(Simulator):
         self.port = port
         self._runner: web.AppRunner | None = None
 
-    async def start(self) -> SimulatorServer:
+    async def start(self) -> Self:
         root = web.Application()
         root.add_subapp(self.prefix, self.app())
-        root[SIMULATOR_KEY] = self
+        simulator: Simulator = self
+        root[SIMULATOR_KEY] = simulator
         self._runner = web.AppRunner(root, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -278,7 +286,7 @@ class SimulatorServer(Simulator):
             await runner.cleanup()  # runs the simulator's own shutdown
         await self.shutdown()
 
-    async def __aenter__(self) -> SimulatorServer:
+    async def __aenter__(self) -> Self:
         return await self.start()
 
     async def __aexit__(self, *exc: object) -> None:

@@ -620,7 +620,7 @@ class WebApi:
         hook = self.ws.hooks.get(request.match_info["token"])
         if hook is None:
             return web.Response(status=404, text="no_active_hooks")
-        if time.monotonic() - hook.created_at > HOOK_TTL_S:
+        if self.ws.clock() - hook.created_at > HOOK_TTL_S:
             return web.Response(status=404, text="expired_url")
         if hook.uses >= HOOK_USES:
             return web.Response(status=404, text="used_url")

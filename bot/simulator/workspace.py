@@ -13,7 +13,7 @@ import itertools
 import secrets
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -253,7 +253,7 @@ class Hook:
     message_ts: str | None = None
     thread_ts: str | None = None
     source_ephemeral: bool = False
-    created_at: float = field(default_factory=time.monotonic)
+    created_at: float = 0.0
     uses: int = 0
 
 
@@ -272,11 +272,19 @@ class Change:
 class Workspace:
     """The whole simulated workspace."""
 
-    def __init__(self, *, lenient: bool = False, trigger_ttl_s: float = TRIGGER_TTL_S) -> None:
+    def __init__(
+        self,
+        *,
+        lenient: bool = False,
+        trigger_ttl_s: float = TRIGGER_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         # `lenient`: the test suite's mode — channels are made on first use (everyone a
         # member) and trigger_ids the workspace never issued are accepted once.
+        # `clock` measures trigger and response_url lifetimes (tests move it by hand).
         self.lenient = lenient
         self.trigger_ttl_s = trigger_ttl_s
+        self.clock = clock
         self.users: dict[str, User] = {}
         self.channels: dict[str, Channel] = {}
         self.messages: dict[str, list[Message]] = {}
@@ -300,6 +308,9 @@ class Workspace:
             members={YOU, BOT_USER_ID},
             topic="Try `/clarity demo/hello add a greeting`",
         )
+        if self.lenient:
+            for channel in self.channels.values():
+                channel.open_membership = True
 
     # --- people and channels -----------------------------------------------------------
 
@@ -529,7 +540,7 @@ class Workspace:
 
     def issue_trigger(self, user: str) -> Trigger:
         tid = f"{next(self._ids)}{int(time.time())}.{TEAM_ID[1:]}.{secrets.token_hex(16)}"
-        trigger = Trigger(tid, user, time.monotonic())
+        trigger = Trigger(tid, user, self.clock())
         self.triggers[tid] = trigger
         return trigger
 
@@ -538,13 +549,13 @@ class Workspace:
         trigger = self.triggers.get(trigger_id)
         if trigger is None:
             if self.lenient and trigger_id:
-                trigger = Trigger(trigger_id, YOU, time.monotonic())
+                trigger = Trigger(trigger_id, YOU, self.clock())
                 self.triggers[trigger_id] = trigger
             else:
                 return None, "invalid_trigger_id"
         if trigger.used:
             return None, "exchanged_trigger_id"
-        if time.monotonic() - trigger.issued_at > self.trigger_ttl_s:
+        if self.clock() - trigger.issued_at > self.trigger_ttl_s:
             return None, "expired_trigger_id"
         trigger.used = True
         return trigger, None
@@ -566,6 +577,7 @@ class Workspace:
             message_ts=message_ts,
             thread_ts=thread_ts,
             source_ephemeral=source_ephemeral,
+            created_at=self.clock(),
         )
         self.hooks[hook.token] = hook
         return hook

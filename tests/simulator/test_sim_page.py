@@ -211,6 +211,19 @@ def _demo_bolt() -> AsyncApp:
         await ack()
         await client.chat_postMessage(channel=DEMO_CHANNEL, text=f"Filed `{repo}`")
 
+    @bolt.event("app_home_opened")
+    async def home(event: dict[str, Any], client: AsyncWebClient) -> None:
+        await client.views_publish(
+            user_id=event["user"],
+            view={
+                "type": "home",
+                "blocks": [
+                    {"type": "header", "text": {"type": "plain_text", "text": "Your requests"}},
+                    {"type": "section", "text": {"type": "mrkdwn", "text": "_None yet._"}},
+                ],
+            },
+        )
+
     @bolt.event("message")
     async def reply(event: dict[str, Any], client: AsyncWebClient) -> None:
         if event.get("thread_ts"):
@@ -255,7 +268,7 @@ async def test_a_person_uses_the_page_in_chromium() -> None:
             assert "✅" in await page.locator(".msg", has_text="Approved by").inner_text()
 
             # A reply in the thread: an event to the app, its answer in the thread.
-            message = page.locator(".msg", has_text="Approved by")
+            message = page.locator("#messages .msg", has_text="Approved by")
             await message.hover()
             await message.locator(".open-thread").click()
             await page.wait_for_selector("#thread:not([hidden])")
@@ -265,6 +278,11 @@ async def test_a_person_uses_the_page_in_chromium() -> None:
             await page.wait_for_selector("#messages .replies:has-text('2 replies')")
             await page.screenshot(path=str(SCREENSHOTS / "simulator-thread.png"))
             await page.locator("#thread-close").click()
+
+            # A reaction, added and shown with its count.
+            await message.hover()
+            await message.locator(".quick-react[data-name='+1']").click()
+            await page.wait_for_selector("#messages .reaction.mine:has-text('1')")
 
             # A bare command opens the form; the app's errors show in it.
             await box.fill("/clarity")
@@ -279,6 +297,12 @@ async def test_a_person_uses_the_page_in_chromium() -> None:
             await page.wait_for_selector(".msg:has-text('Filed')")
             assert await page.locator(".modal").count() == 0
 
+            # App Home: opening it tells the app, which publishes the tab.
+            await page.locator("#nav-home").click()
+            await page.wait_for_selector("#home .bk-header:has-text('Your requests')")
+            assert await page.locator("#home i").inner_text() == "None yet."
+
+            await page.goto(f"{running.url}/_sim/?channel={DEMO_CHANNEL}")
             await page.set_viewport_size({"width": 390, "height": 844})
             await page.screenshot(path=str(SCREENSHOTS / "simulator-phone.png"))
         finally:

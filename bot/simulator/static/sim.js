@@ -62,7 +62,23 @@
 
   // --- live updates ---------------------------------------------------------------------
   const stream = new EventSource(base + "/events?user=" + encodeURIComponent(user));
-  stream.addEventListener("ready", function () { body.dataset.live = "1"; });
+  // Once the stream is open (again), catch up on what changed since the page was drawn;
+  // App Home tells the app it was opened only then, so its answer is not missed.
+  let opened = false;
+  stream.addEventListener("ready", function () {
+    const q = "?user=" + encodeURIComponent(user) + "&tab=" + tab +
+      "&channel=" + encodeURIComponent(channel);
+    fetch(base + "/ui/pane" + q).then(function (r) { return r.json(); }).then(function (d) {
+      const pane = messages || document.getElementById("home");
+      const atBottom = !messages || messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
+      pane.innerHTML = d.main;
+      modalRoot.innerHTML = d.modal;
+      if (atBottom) { scrollDown(messages); }
+      if (tab === "home" && !opened) { post("home", {}); }
+      opened = true;
+      body.dataset.live = "1";
+    });
+  });
   stream.addEventListener("message", function (e) {
     const d = JSON.parse(e.data);
     if (messages && d.channel === channel && d.top) {
@@ -210,7 +226,6 @@
     window.location.href = url.toString();
   });
 
-  if (tab === "home") { post("home", {}); }
   scrollDown(messages);
   if (body.dataset.openThread) { showThread(channel, body.dataset.openThread); }
   focusModal();
