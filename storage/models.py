@@ -18,6 +18,7 @@ from sqlalchemy import (
     Identity,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     Table,
@@ -445,3 +446,51 @@ Index(
     postgresql_using="gin",
     _table=_feature_requests,
 )
+
+
+class Artifact(Base):
+    """A file an agent run handed back: its session transcript or its git bundle.
+
+    Stored in PostgreSQL, in chunks (clarity_artifact_chunks), so that any replica can
+    read what any other took in, and an upload is never held whole in memory.
+    """
+
+    __tablename__ = "clarity_artifacts"
+    __table_args__ = (
+        # One session per request (the latest), one bundle per run.
+        UniqueConstraint("request_id", "kind", "attempt", name="clarity_artifacts_key"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    request_id: Mapped[str] = mapped_column(
+        ForeignKey("feature_requests.request_id", name="clarity_artifacts_request_id_fkey")
+    )
+    # session | bundle
+    kind: Mapped[str]
+    # The run's attempt for a bundle; 0 for the request's session.
+    attempt: Mapped[int]
+    # Clarity-Session-Id of a session; Clarity-Run-Outcome of a bundle.
+    label: Mapped[str | None]
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str]
+    created_at: Mapped[CreatedAt]
+
+
+class ArtifactChunk(Base):
+    """One piece of an artifact, in order."""
+
+    __tablename__ = "clarity_artifact_chunks"
+    __table_args__ = (
+        PrimaryKeyConstraint("artifact_id", "seq", name="clarity_artifact_chunks_pkey"),
+    )
+
+    artifact_id: Mapped[int] = mapped_column(
+        BigInteger,
+        ForeignKey(
+            "clarity_artifacts.id",
+            name="clarity_artifact_chunks_artifact_id_fkey",
+            ondelete="CASCADE",
+        ),
+    )
+    seq: Mapped[int]
+    data: Mapped[bytes] = mapped_column(LargeBinary)
