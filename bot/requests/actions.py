@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.metrics import Metrics
 from bot.requests.events import RequestChange, RequestEvents
 from bot.requests.ids import Repo, derive_title, new_request_id
-from bot.requests.queue import DispatchKind, enqueue_dispatch
+from bot.requests.queue import DispatchKind, enqueue_dispatch, enqueue_publish
 from storage.deliveries import claim_delivery, delivery_seen
 from storage.errors import IllegalTransitionError, UniqueConflictError
 from storage.lifecycle import FINAL, can_transition
@@ -630,6 +630,97 @@ class RequestLifecycle:
         )
         await self._announce(session, request, message, status_changed=True)
         return request
+
+    async def bundle_received(
+        self,
+        session: AsyncSession,
+        request_id: str,
+        attempt: int,
+        outcome: str,
+        sha256: str,
+    ) -> None:
+        """A run handed back its work (a git bundle): Clarity publishes it, once."""
+        await FeatureRequestRepository(session).get(request_id)
+        await enqueue_publish(
+            session, request_id, attempt, sha256, max_attempts=self.dispatch_max_attempts
+        )
+
+    async def published(
+        self,
+        session: AsyncSession,
+        request_id: str,
+        *,
+        pr_url: str,
+        pr_number: int | None,
+        branch: str,
+        commit: str,
+        created: bool,
+        final: bool,
+        cost_cents: int | None = None,
+    ) -> FeatureRequest:
+        """A run's commits are on the branch and its PR is open or updated.
+
+        `final`: the run completed, so the request's PR is ready (`pr_created`); otherwise
+        (a question, a cancel, a budget stop) the work so far is kept as a draft and the
+        request stays where it is.
+        """
+        requests = FeatureRequestRepository(session)
+        request = await requests.get(request_id, lock=True)
+        fields: dict[str, Any] = {"pr_url": pr_url, "pr_branch_name": branch}
+        if pr_number is not None:
+            fields["pr_number"] = pr_number
+        old_status = request.status
+        moves = (
+            final
+            and old_status != RequestStatus.PR_CREATED
+            and can_transition(old_status, RequestStatus.PR_CREATED)
+        )
+        if moves:
+            fields["task_status"] = TaskStatus.COMPLETED
+            request = await requests.update_status(request_id, RequestStatus.PR_CREATED, **fields)
+        else:
+            request = await requests.update_fields(request_id, **fields)
+        kind = MessageType.PR_CREATED if created else MessageType.PR_UPDATED
+        words = "opened" if created else "updated"
+        message = await self._message(
+            session,
+            request_id,
+            kind,
+            f"Pull request {words}" + ("" if final else " (draft: the work so far)"),
+            SYSTEM,
+            {
+                "prUrl": pr_url,
+                "prNumber": pr_number,
+                "commitSha": commit,
+                "draft": not final,
+                "costCents": cost_cents,
+                **(
+                    {"fromStatus": old_status.value, "toStatus": request.status.value}
+                    if moves
+                    else {}
+                ),
+            },
+        )
+        await self._announce(session, request, message, status_changed=moves)
+        return request
+
+    async def publish_refused(self, session: AsyncSession, request_id: str, reason: str) -> None:
+        """The run's work was not published (a secret in it, not the request's branch, …)."""
+        requests = FeatureRequestRepository(session)
+        request = await requests.get(request_id, lock=True)
+        code, text = "PUBLISH_REFUSED", f"Nothing was pushed: {reason}"
+        if request.status in FINAL or request.status == RequestStatus.ERROR:
+            message = await self._message(
+                session,
+                request_id,
+                MessageType.ERROR,
+                text,
+                SYSTEM,
+                {"errorCode": code, "errorMessage": text},
+            )
+            await self._announce(session, request, message)
+            return
+        await self.run_failed(session, request_id, code, text)
 
     async def report_status(
         self, session: AsyncSession, request_id: str, report: StatusReport

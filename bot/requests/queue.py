@@ -14,6 +14,7 @@ from storage.models import Run
 from storage.repositories.runs import RunsRepository
 
 DISPATCH_JOB = "dispatch"
+PUBLISH_JOB = "publish"
 
 
 class DispatchKind(enum.StrEnum):
@@ -44,3 +45,17 @@ async def enqueue_dispatch(
         max_attempts=max_attempts,
     )
     return run
+
+
+async def enqueue_publish(
+    session: AsyncSession, request_id: str, attempt: int, sha256: str, *, max_attempts: int
+) -> None:
+    """Queue the publishing of a run's bundle; the same bundle is published once."""
+    await jobs.enqueue(
+        session,
+        PUBLISH_JOB,
+        {"requestId": request_id, "attempt": attempt, "sha256": sha256},
+        request_id=request_id,
+        dedupe_key=f"publish:{request_id}:{attempt}:{sha256}",
+        max_attempts=max_attempts,
+    )
