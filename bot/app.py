@@ -14,10 +14,11 @@ from bot.api.context import ApiContext
 from bot.api.credentials import Credentials
 from bot.dispatch import Dispatcher
 from bot.github.auth import GitHubApp
-from bot.github.client import GitHubRest
+from bot.github.client import GitHubPulls, GitHubRest
 from bot.github.notify import GitHubNotifier
 from bot.maintenance import Maintenance
 from bot.metrics import Metrics
+from bot.publish import Publisher
 from bot.requests.actions import RequestLifecycle
 from bot.requests.events import RequestEvents
 from bot.services import Services, build_cipher
@@ -45,6 +46,7 @@ class Clarity:
     activity: ActivityWriter
     api: ApiContext
     maintenance: Maintenance
+    publisher: Publisher
     # Every job kind this process can run, gathered here and nowhere else.
     jobs: dict[str, JobHandler]
 
@@ -103,7 +105,11 @@ def build_app(
     activity = ActivityWriter(services, job=events.activity_job)
     api = ApiContext(services, lifecycle, activity, Credentials(services, github_app))
     maintenance = Maintenance(services)
+    publisher = Publisher(
+        services, lifecycle, github_app, GitHubPulls(github), github_notifier.scrubber
+    )
     jobs: dict[str, JobHandler] = {
+        **publisher.job_handlers(),
         **slack_job_handlers(slack, slack_notifier),
         **github_notifier.job_handlers(),
         **dispatcher.job_handlers(),
@@ -122,5 +128,6 @@ def build_app(
         activity=activity,
         api=api,
         maintenance=maintenance,
+        publisher=publisher,
         jobs=jobs,
     )

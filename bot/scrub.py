@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterable
 
 # Token shapes that must never be echoed even when we don't know the exact value.
-_PATTERNS = [
+SECRET_PATTERNS = [
     re.compile(r"xox[abposr]-[0-9A-Za-z-]{10,}"),
     re.compile(r"xapp-[0-9A-Za-z-]{10,}"),
     re.compile(r"gh[pousr]_[0-9A-Za-z]{20,}"),
@@ -49,7 +49,7 @@ class Scrubber:
         for value in self._values:
             if value in text:
                 text = text.replace(value, MASK)
-        for pattern in _PATTERNS:
+        for pattern in SECRET_PATTERNS:
             text = pattern.sub(MASK, text)
         return text
 

@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     github_webhook_secret: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
     github_trigger_label: str = "clarity"
+    # Base of git remotes: a repository is `<it><owner>/<repo>.git`; file:// serves local ones.
+    github_git_url: str = "https://github.com/"
 
     clarity_api_token: SecretStr | None = None
     # Handed to agents by GET /api/config/claude; `clarity config set claude` stores one instead.
@@ -61,7 +63,7 @@ class Settings(BaseSettings):
     clarity_job_retention_s: int = 7 * 86400
     clarity_delivery_retention_s: int = 7 * 86400
 
-    @field_validator("slack_api_url")
+    @field_validator("slack_api_url", "github_git_url")
     @classmethod
     def _trailing_slash(cls, v: str) -> str:
         return v if v.endswith("/") else v + "/"

@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from github import Auth, Github, GithubException
 from github.Issue import Issue
+from github.PullRequest import PullRequest
 
 from bot.github.auth import HTTP_TIMEOUT_S, GitHubApp
 from bot.services import Services
@@ -148,3 +149,66 @@ def _seconds(value: str, default: float) -> float:
         return float(value)
     except ValueError:
         return default
+
+
+@dataclass(frozen=True)
+class PullInfo:
+    """The fields of a pull request Clarity records on a request."""
+
+    number: int
+    html_url: str
+    draft: bool
+
+
+def _pull_info(pull: PullRequest) -> PullInfo:
+    return PullInfo(number=pull.number, html_url=pull.html_url, draft=bool(pull.draft))
+
+
+class GitHubPulls:
+    """Pull requests of the branches Clarity publishes, as the App's installation."""
+
+    def __init__(self, rest: GitHubRest) -> None:
+        self.rest = rest
+
+    async def default_branch(self, repo: str) -> str:
+        """The repository's default branch (the base of Clarity's PRs)."""
+        return await self.rest._call(
+            "get_repo", lambda client: str(client.get_repo(repo).default_branch)
+        )
+
+    async def find_open(self, repo: str, branch: str) -> PullInfo | None:
+        """The open PR whose head is `branch` of the repository itself, if any."""
+
+        def find(client: Github) -> PullInfo | None:
+            gh_repo = client.get_repo(repo)
+            owner = repo.split("/", 1)[0]
+            for pull in gh_repo.get_pulls(state="open", head=f"{owner}:{branch}"):
+                return _pull_info(pull)
+            return None
+
+        return await self.rest._call("find_pull", find)
+
+    async def create(
+        self, repo: str, *, title: str, body: str, head: str, base: str, draft: bool
+    ) -> PullInfo:
+        """Open a PR from `head` into `base`."""
+
+        def create(client: Github) -> PullInfo:
+            pull = client.get_repo(repo).create_pull(
+                title=title, body=body, head=head, base=base, draft=draft
+            )
+            return _pull_info(pull)
+
+        return await self.rest._call("create_pull", create)
+
+    async def update(self, repo: str, number: int, *, body: str, ready: bool) -> PullInfo:
+        """Refresh a PR's description; `ready` takes it out of draft."""
+
+        def update(client: Github) -> PullInfo:
+            pull = client.get_repo(repo).get_pull(number)
+            pull.edit(body=body)
+            if ready and pull.draft:
+                pull.mark_ready_for_review()
+            return _pull_info(client.get_repo(repo).get_pull(number))
+
+        return await self.rest._call("update_pull", update)

@@ -72,6 +72,7 @@ class FakeGitHub:
     _server: TestServer | None = None
 
     async def start(self) -> FakeGitHub:
+        self.pulls: dict[tuple[str, int], dict[str, Any]] = {}
         app = web.Application(middlewares=[self._record])
         r = app.router
         r.add_post("/app/installations/{installation}/access_tokens", self._access_token)
@@ -81,6 +82,11 @@ class FakeGitHub:
         r.add_get("/repos/{owner}/{repo}/issues/{number}", self._get_issue)
         r.add_post("/repos/{owner}/{repo}/issues/{number}/comments", self._create_comment)
         r.add_get("/repos/{owner}/{repo}/issues/{number}/comments", self._list_comments)
+        r.add_get("/repos/{owner}/{repo}/pulls", self._list_pulls)
+        r.add_post("/repos/{owner}/{repo}/pulls", self._create_pull)
+        r.add_get("/repos/{owner}/{repo}/pulls/{number}", self._get_pull)
+        r.add_patch("/repos/{owner}/{repo}/pulls/{number}", self._edit_pull)
+        r.add_post("/graphql", self._graphql)
         self._server = TestServer(app)
         await self._server.start_server()
         return self
@@ -173,6 +179,7 @@ class FakeGitHub:
             "owner": {"login": owner, "id": 1, "type": "Organization"},
             "html_url": f"https://github.com/{full_name}",
             "url": f"{self.url}/repos/{full_name}",
+            "default_branch": "main",
         }
 
     def _issue(
@@ -263,3 +270,82 @@ class FakeGitHub:
             if c["updated_at"] >= since
         ]
         return web.json_response(listed)
+
+    # --- pull requests --------------------------------------------------------------
+
+    def _pull_json(self, repo: str, pull: dict[str, Any]) -> dict[str, Any]:
+        number = pull["number"]
+        return {
+            **pull,
+            "id": 9000 + number,
+            "node_id": f"PR_{repo}_{number}",
+            "html_url": f"https://github.com/{repo}/pull/{number}",
+            "url": f"{self.url}/repos/{repo}/pulls/{number}",
+            "state": "open",
+            "user": {"login": "clarity-app[bot]", "id": 77, "type": "Bot"},
+            "head": {"ref": pull["head"], "label": f"{repo.split('/')[0]}:{pull['head']}"},
+            "base": {"ref": pull["base"]},
+        }
+
+    async def _list_pulls(self, request: web.Request) -> web.Response:
+        self._check_token(request)
+        m = request.match_info
+        repo = f"{m['owner']}/{m['repo']}"
+        head = request.query.get("head", "")
+        branch = head.split(":", 1)[-1]
+        found = [
+            self._pull_json(repo, pull)
+            for (r, _), pull in sorted(self.pulls.items())
+            if r == repo and (not head or pull["head"] == branch)
+        ]
+        return web.json_response(found)
+
+    async def _create_pull(self, request: web.Request) -> web.Response:
+        self._check_token(request)
+        m = request.match_info
+        repo = f"{m['owner']}/{m['repo']}"
+        body = await request.json()
+        if any(r == repo and p["head"] == body["head"] for (r, _), p in self.pulls.items()):
+            return web.json_response({"message": "A pull request already exists"}, status=422)
+        number = next(self._numbers.setdefault(repo, itertools.count(1)))
+        pull = {
+            "number": number,
+            "title": body["title"],
+            "body": body.get("body"),
+            "head": body["head"],
+            "base": body["base"],
+            "draft": bool(body.get("draft", False)),
+        }
+        self.pulls[(repo, number)] = pull
+        return web.json_response(self._pull_json(repo, pull), status=201)
+
+    async def _get_pull(self, request: web.Request) -> web.Response:
+        self._check_token(request)
+        m = request.match_info
+        repo = f"{m['owner']}/{m['repo']}"
+        pull = self.pulls.get((repo, int(m["number"])))
+        if pull is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        return web.json_response(self._pull_json(repo, pull))
+
+    async def _edit_pull(self, request: web.Request) -> web.Response:
+        self._check_token(request)
+        m = request.match_info
+        repo = f"{m['owner']}/{m['repo']}"
+        pull = self.pulls.get((repo, int(m["number"])))
+        if pull is None:
+            return web.json_response({"message": "Not Found"}, status=404)
+        pull.update({k: v for k, v in (await request.json()).items() if k in ("title", "body")})
+        return web.json_response(self._pull_json(repo, pull))
+
+    async def _graphql(self, request: web.Request) -> web.Response:
+        """Only markPullRequestReadyForReview, as PyGithub sends it."""
+        self._check_token(request)
+        body = await request.json()
+        node = str((body.get("variables") or {}).get("input", {}).get("pullRequestId", ""))
+        for (repo, number), pull in self.pulls.items():
+            if f"PR_{repo}_{number}" == node:
+                pull["draft"] = False
+                data = {"markPullRequestReadyForReview": {"pullRequest": {"isDraft": False}}}
+                return web.json_response({"data": data})
+        return web.json_response({"errors": [{"message": "not found"}]})
