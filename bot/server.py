@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot import github, slack
+from bot import github, simulator, slack
 from bot import web as dashboard
 from bot.api.app import PREFIX as API_PREFIX
 from bot.api.app import build_api
@@ -103,6 +103,14 @@ def build_web_app(clarity: Clarity, *, run_workers: bool | None = None) -> web.A
         session_ttl_s=settings.clarity_web_session_ttl_s,
         scrub=clarity.slack.scrub,
     )
+
+    if settings.clarity_simulator:
+        simulator.setup(
+            app,
+            signing_secret=settings.secret("slack_signing_secret") or "",
+            bot_token=settings.secret("slack_bot_token") or "",
+            public_url=settings.public_base(),
+        )
 
     pool = WorkerPool(services, clarity.jobs, concurrency=services.settings.clarity_workers)
     app[WORKERS_KEY] = pool

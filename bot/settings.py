@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -57,6 +58,8 @@ class Settings(BaseSettings):
     clarity_job_token_ttl_s: int = 6 * 3600
     clarity_workers: int = 2
     clarity_run_workers: bool = True
+    # `1`: serve the Slack simulator at /_sim/ (never on by default; `clarity demo` turns it on).
+    clarity_simulator: bool = False
     # How long a dashboard session lasts after sign-in (default 7 days).
     clarity_web_session_ttl_s: int = 7 * 86400
     # How long finished jobs and remembered inbound delivery ids are kept (default 7 days).
@@ -120,3 +123,21 @@ class Settings(BaseSettings):
 def load_settings(**overrides: object) -> Settings:
     """Read settings from the environment and `.env`; keyword overrides win (tests)."""
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def with_simulator(settings: Settings) -> Settings:
+    """Settings for a server that serves the Slack simulator (CLARITY_SIMULATOR=1, the demo).
+
+    Slack's Web API is the simulator's own, on this server, and the Slack credentials are
+    the simulator's: made up here unless given (they secure nothing but the simulation).
+    """
+    base = settings.public_base()
+    updates: dict[str, object] = {
+        "slack_api_url": f"{base}/_sim/api/",
+        "slack_app_token": None,
+    }
+    if not settings.secret("slack_bot_token"):
+        updates["slack_bot_token"] = "xoxb-sim-" + secrets.token_hex(12)
+    if not settings.secret("slack_signing_secret"):
+        updates["slack_signing_secret"] = secrets.token_hex(16)
+    return settings.model_copy(update=updates)

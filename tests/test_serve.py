@@ -276,3 +276,23 @@ def test_config_commands_use_the_embedded_database_of_serve_and_stop_it(data_dir
     assert '"apiKeyEncrypted": "sk-a' in shown.stdout and "0123456789" not in shown.stdout
     assert not (data_dir / "pgdata" / "postmaster.pid").exists()
     assert (data_dir / "encryption.key").exists()
+
+
+async def test_the_simulator_is_off_unless_asked_for(
+    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
+) -> None:
+    from bot.settings import with_simulator
+
+    for on in (False, True):
+        settings = Settings(_env_file=None, clarity_simulator=on)  # type: ignore[call-arg]
+        if on:
+            settings = with_simulator(settings)
+        services = Services(settings=settings, engine=engine, session_factory=session_factory)
+        app = build_web_app(build_app(settings, services=services), run_workers=False)
+        async with TestClient(TestServer(app)) as client:
+            page = await client.get("/_sim/")
+            assert page.status == (200 if on else 404)
+            api = await client.post("/_sim/api/auth.test")
+            assert api.status == (200 if on else 404)
+            if on:
+                assert (await api.json())["error"] == "not_authed"

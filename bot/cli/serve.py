@@ -13,6 +13,7 @@ from bot.app import build_app, build_services
 from bot.cli.database import resolve_database
 from bot.cli.errors import CliError, settings_or_fail
 from bot.server import build_web_app
+from bot.settings import with_simulator
 from bot.workers import WorkerPool
 from storage.crypto import InvalidKeyError
 
@@ -54,9 +55,12 @@ async def serve_app(app: web.Application, host: str, port: int) -> None:
 def run_server(*, host: str | None, port: int | None, run_workers: bool = True) -> int:
     """`clarity serve`: blocks until SIGTERM/SIGINT, then drains and exits 0."""
     settings, db = resolve_database(settings_or_fail())
+    flags = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update=flags)
+    if settings.clarity_simulator:
+        settings = with_simulator(settings)
     try:
-        listen_host = host or settings.host
-        listen_port = port if port is not None else settings.port
+        listen_host, listen_port = settings.host, settings.port
 
         async def main() -> None:
             try:
