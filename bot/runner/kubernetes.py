@@ -212,7 +212,11 @@ class KubernetesBackend:
         }
 
     def secret_manifest(self, spec: RunSpec, job: Mapping[str, Any]) -> dict[str, Any]:
-        """The Secret holding the job document, owned by the run's Job."""
+        """The Secret holding the job document, owned by the run's Job.
+
+        No blockOwnerDeletion: setting it needs `update` on jobs/finalizers where the
+        OwnerReferencesPermissionEnforcement admission plugin runs, a right the Role does not
+        grant; the garbage collector deletes the Secret with its Job either way."""
         return {
             "apiVersion": "v1",
             "kind": "Secret",
@@ -227,7 +231,6 @@ class KubernetesBackend:
                         "kind": "Job",
                         "name": job["metadata"]["name"],
                         "uid": job["metadata"]["uid"],
-                        "blockOwnerDeletion": True,
                     }
                 ],
             },
