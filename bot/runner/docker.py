@@ -16,6 +16,7 @@ import logging
 import math
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -96,6 +97,7 @@ class DockerBackend:
         command: Sequence[str] = DEFAULT_COMMAND,
         user: str = "1000:1000",
         pull: bool = True,
+        create_wait_s: float = 120.0,
         client: aiodocker.Docker | None = None,
     ) -> None:
         """`docker_url` unset: DOCKER_HOST, else the local socket. `network` is a Docker
@@ -108,6 +110,7 @@ class DockerBackend:
         self.command = list(command)
         self.user = user
         self.pull = pull
+        self.create_wait_s = create_wait_s
         self._client = client
         self._owns_client = client is None
 
@@ -171,17 +174,9 @@ class DockerBackend:
     async def start(self, spec: RunSpec) -> str:
         """Create and start the run's container; a second start finds it by name."""
         config = self.container_config(spec)
-        try:
-            container = await self._create(config, spec.name)
-        except DockerError as err:
-            if err.status != 409:
-                raise SandboxStartError(
-                    f"docker could not create {spec.name} from {self.image}: {err.message}"
-                ) from err
-            # The name is taken: this attempt was started before (maybe by another replica).
-            container, info = await self._find(spec.name)
-            if info["State"]["Status"] != "created":
-                return str(info["Id"])
+        container = await self._create_or_find(config, spec.name)
+        if isinstance(container, str):
+            return container
         try:
             await container.start()
         except DockerError as err:
@@ -192,18 +187,35 @@ class DockerBackend:
         log.info("started container %s (%s) for %s", spec.name, container.id[:12], spec.request_id)
         return container.id
 
-    async def _find(self, name: str) -> tuple[DockerContainer, dict[str, Any]]:
-        # A create racing ours holds the name a moment before its container can be inspected.
-        for _ in range(50):
+    async def _create_or_find(self, config: Mapping[str, Any], name: str) -> DockerContainer | str:
+        """A new container, or the one of this name if it was never started, or the id of one
+        that was (started before, maybe by another replica)."""
+        deadline = time.monotonic() + self.create_wait_s
+        while True:
+            try:
+                return await self._create(config, name)
+            except DockerError as err:
+                if err.status != 409:
+                    raise SandboxStartError(
+                        f"docker could not create {name} from {self.image}: {err.message}"
+                    ) from err
             try:
                 container = await self._docker().containers.get(name)
+                info = await container.show()
             except DockerError as err:
                 if err.status != 404:
                     raise
-                await asyncio.sleep(0.1)
+                # Another create holds the name until its copy of the image is made (seconds
+                # with the vfs storage driver); if that create fails, the name is free again.
+                if time.monotonic() > deadline:
+                    raise SandboxStartError(
+                        f"docker holds the name {name} but shows no such container"
+                    ) from err
+                await asyncio.sleep(0.2)
                 continue
-            return container, await container.show()
-        raise SandboxStartError(f"docker says {name} exists but cannot find it")
+            if info["State"]["Status"] == "created":
+                return container
+            return str(info["Id"])
 
     async def _create(self, config: Mapping[str, Any], name: str) -> DockerContainer:
         docker = self._docker()
