@@ -10,9 +10,19 @@ FROM ${BASE}
 # Pinned so that every build of one commit gets the same CLI.
 ARG CLAUDE_CODE_VERSION=2.1.332
 
+# HOME is the work volume: git's and Claude Code's own files live beside the checkout, the only
+# place the sandbox can write that lasts through the run. (Few instructions on purpose: with the
+# vfs storage driver, in CI, every one costs a full copy of the image.)
 ENV DEBIAN_FRONTEND=noninteractive \
     LANG=C.UTF-8 \
-    LC_ALL=C.UTF-8
+    LC_ALL=C.UTF-8 \
+    PYTHONPATH=/opt/clarity \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/work \
+    CLARITY_WORK_DIR=/work/repo \
+    CLAUDE_CONFIG_DIR=/work/.claude \
+    DISABLE_AUTOUPDATER=1
 
 # One layer: apt lists and npm's cache never reach the image.
 RUN apt-get update \
@@ -20,22 +30,12 @@ RUN apt-get update \
     && npm install --global --no-audit --no-fund --omit=dev \
         "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}" \
     && npm cache clean --force \
-    && rm -rf /var/lib/apt/lists/* /root/.npm /tmp/* \
+    && rm -rf /var/lib/apt/lists/* /work/.npm /root/.npm /tmp/* \
     && useradd --uid 1000 --user-group --home-dir /work --no-create-home --shell /bin/bash agent \
     && mkdir -p /work \
     && chown agent:agent /work
 
 COPY agent/ /opt/clarity/agent/
-
-# HOME is the work volume: git's and Claude Code's own files live beside the checkout, the only
-# place the sandbox can write that lasts through the run.
-ENV PYTHONPATH=/opt/clarity \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    HOME=/work \
-    CLARITY_WORK_DIR=/work/repo \
-    CLAUDE_CONFIG_DIR=/work/.claude \
-    DISABLE_AUTOUPDATER=1
 
 USER 1000:1000
 WORKDIR /work
