@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
+import aiodocker
 import pytest
+from aiohttp import web
 
 from tests.runner.dockerd import build_images, docker_build, docker_engine, why_no_docker
+from tests.runner.reports import Reports
 
 # The test image: the agent's debootstrap base with /work owned by the agent's uid, as the
 # agent image has it (a new volume takes the owner of the folder it is mounted on).
@@ -39,3 +42,29 @@ def runner_image(docker_url: str) -> str:
     build_images("base")
     docker_build(TEST_IMAGE, TEST_DOCKERFILE)
     return TEST_IMAGE
+
+
+@pytest.fixture
+async def docker(docker_url: str) -> AsyncIterator[aiodocker.Docker]:
+    """An Engine API client of the test's own, to look at what a backend made."""
+    client = aiodocker.Docker(url=docker_url)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def reports() -> AsyncIterator[Reports]:
+    """The side-API's stand-in on 127.0.0.1 (containers reach it with host networking)."""
+    rec = Reports()
+    runner = web.AppRunner(rec.app(), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    rec.url = f"http://127.0.0.1:{port}/report"
+    try:
+        yield rec
+    finally:
+        await runner.cleanup()

@@ -97,13 +97,33 @@ def build_images(*targets: str) -> None:
     subprocess.run([str(ROOT / "scripts" / "build-images"), *targets], check=True, cwd=ROOT)
 
 
+def _build_command() -> tuple[list[str], dict[str, str]]:
+    # As scripts/build-images: BuildKit where a client has it (buildx, or a client before 23.0
+    # with it built in), else the classic builder.
+    if subprocess.run(["docker", "buildx", "version"], capture_output=True).returncode == 0:
+        return ["docker", "build"], {"DOCKER_BUILDKIT": "1"}
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        client = Path(folder, "docker")
+        if not os.access(client, os.X_OK):
+            continue
+        version = subprocess.run(
+            [str(client), "version", "--format", "{{.Client.Version}}"],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        if version.split(".")[0].isdigit() and int(version.split(".")[0]) < 23:
+            return [str(client), "build"], {"DOCKER_BUILDKIT": "1"}
+    return ["docker", "build"], {"DOCKER_BUILDKIT": "0"}
+
+
 def docker_build(tag: str, dockerfile: str) -> None:
     """Build a small image from Dockerfile text with no context."""
+    command, env = _build_command()
     with tempfile.TemporaryDirectory() as ctx:
         Path(ctx, "Dockerfile").write_text(dockerfile)
         subprocess.run(
-            ["docker", "build", "--quiet", "-t", tag, ctx],
+            [*command, "--quiet", "-t", tag, ctx],
             check=True,
             stdout=subprocess.DEVNULL,
-            env={**os.environ, "DOCKER_BUILDKIT": "0"},
+            env={**os.environ, **env},
         )

@@ -18,11 +18,11 @@ from typing import Any
 import aiodocker
 import pytest
 from aiodocker.exceptions import DockerError
-from aiohttp import web
 
 from bot.runner.base import RunSpec, SandboxState, SandboxStatus
 from bot.runner.docker import DockerBackend, DockerLimits, parse_size, work_volume_name
 from bot.runner.errors import SandboxStartError
+from tests.runner.reports import Reports
 
 pytestmark = pytest.mark.docker
 
@@ -64,62 +64,6 @@ elif mode == "oom":
     while True:
         hog.append(bytearray(16 * 1024 * 1024))
 """
-
-
-class Reports:
-    """The side-API's stand-in: records what containers POST, wakes waiters."""
-
-    def __init__(self) -> None:
-        self.received: list[dict[str, Any]] = []
-        self._changed = asyncio.Condition()
-        self.url = ""
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        body["request"] = request.match_info["request"]
-        async with self._changed:
-            self.received.append(body)
-            self._changed.notify_all()
-        return web.json_response({}, status=201)
-
-    async def wait_for(self, kind: str, request_id: str, within_s: float = 120) -> dict[str, Any]:
-        def match() -> dict[str, Any] | None:
-            for r in self.received:
-                if r["kind"] == kind and r.get("request") == request_id:
-                    return r
-            return None
-
-        async with asyncio.timeout(within_s), self._changed:
-            await self._changed.wait_for(lambda: match() is not None)
-        found = match()
-        assert found is not None
-        return found
-
-
-@pytest.fixture
-async def reports() -> AsyncIterator[Reports]:
-    rec = Reports()
-    app = web.Application()
-    app.router.add_post("/report/{request}", rec.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    rec.url = f"http://127.0.0.1:{port}/report"
-    try:
-        yield rec
-    finally:
-        await runner.cleanup()
-
-
-@pytest.fixture
-async def docker(docker_url: str) -> AsyncIterator[aiodocker.Docker]:
-    client = aiodocker.Docker(url=docker_url)
-    try:
-        yield client
-    finally:
-        await client.close()
 
 
 class Runs:
