@@ -48,7 +48,12 @@ SANDBOX_PATHS = {
 DROPPED_ENV = frozenset({"PATH", "CLARITY_JOB"})
 IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 IMAGE_PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
-CONTAINER_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+CONTAINER_FAILURES = {"CreateContainerError", "RunContainerError"}
+# The kubelet retries it: the run's Secret may simply not exist yet (it is made after the Job).
+CONFIG_NOT_READY = "CreateContainerConfigError"
+# Environment values that go through the run's Secret rather than the Job's spec, which anyone
+# allowed to read Jobs could read.
+SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$")
 
 T = TypeVar("T")
 
@@ -143,6 +148,12 @@ class KubernetesBackend:
         """The Job of a run, as the API takes it (public for tests and for reading)."""
         env = {k: v for k, v in spec.env.items() if k not in DROPPED_ENV}
         env.update(SANDBOX_PATHS)
+        env_list: list[dict[str, Any]] = [
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": spec.name, "key": k}}}
+            if SECRET_ENV.search(k)
+            else {"name": k, "value": v}
+            for k, v in sorted(env.items())
+        ]
         res = self.resources
         no_privileges = {
             "runAsNonRoot": True,
@@ -174,7 +185,7 @@ class KubernetesBackend:
                     "imagePullPolicy": "IfNotPresent",
                     "command": [*self.command, "--job", f"{JOB_DIR}/{JOB_FILE}"],
                     "workingDir": WORK_MOUNT,
-                    "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+                    "env": env_list,
                     "resources": {
                         "requests": {"cpu": res.cpu_request, "memory": res.memory},
                         "limits": {"cpu": res.cpu_limit, "memory": res.memory},
@@ -212,7 +223,8 @@ class KubernetesBackend:
         }
 
     def secret_manifest(self, spec: RunSpec, job: Mapping[str, Any]) -> dict[str, Any]:
-        """The Secret holding the job document, owned by the run's Job.
+        """The Secret holding the job document and the secret environment values (the
+        Anthropic key), owned by the run's Job.
 
         No blockOwnerDeletion: setting it needs `update` on jobs/finalizers where the
         OwnerReferencesPermissionEnforcement admission plugin runs, a right the Role does not
@@ -234,7 +246,10 @@ class KubernetesBackend:
                     }
                 ],
             },
-            "stringData": {JOB_FILE: json.dumps(dict(spec.job), separators=(",", ":"))},
+            "stringData": {
+                JOB_FILE: json.dumps(dict(spec.job), separators=(",", ":")),
+                **{k: v for k, v in spec.env.items() if SECRET_ENV.search(k)},
+            },
         }
 
     # -- start -------------------------------------------------------------------------
@@ -337,7 +352,11 @@ class KubernetesBackend:
             return SandboxStatus(
                 SandboxState.FAILED, reason=f"could not pull the image {image}: {detail}"
             )
-        if reason in CONTAINER_FAILURES:
+        if reason == CONFIG_NOT_READY:
+            age = _age(pod.get("metadata", {}).get("creationTimestamp"), now)
+            if age is None or age <= self.pending_timeout_s:
+                return SandboxStatus(SandboxState.PENDING)
+        if reason in CONTAINER_FAILURES or reason == CONFIG_NOT_READY:
             detail = waiting.get("message") or reason
             return SandboxStatus(SandboxState.FAILED, reason=f"could not start: {detail}")
         phase = (pod.get("status") or {}).get("phase")

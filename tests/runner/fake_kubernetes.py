@@ -342,20 +342,16 @@ class FakeKubernetes:
         self.job(name)["status"] = {"active": 1, "startTime": timestamp(datetime.now(UTC))}
         check(self.job(name))
 
-    def image_pull_backoff(self, name: str) -> None:
+    def waiting(self, name: str, reason: str, message: str, ago: timedelta = timedelta(0)) -> None:
+        """The agent container waits to start, for `reason`, since `ago`."""
         pod = self.pod_of(name)
+        pod["metadata"]["creationTimestamp"] = timestamp(datetime.now(UTC) - ago)
         pod["status"] = {"phase": "Pending"}
-        image = pod["spec"]["containers"][0]["image"]
-        self._container(
-            pod,
-            {
-                "waiting": {
-                    "reason": "ImagePullBackOff",
-                    "message": f'Back-off pulling image "{image}"',
-                }
-            },
-            False,
-        )
+        self._container(pod, {"waiting": {"reason": reason, "message": message}}, False)
+
+    def image_pull_backoff(self, name: str) -> None:
+        image = self.pod_of(name)["spec"]["containers"][0]["image"]
+        self.waiting(name, "ImagePullBackOff", f'Back-off pulling image "{image}"')
 
     def _ended(self, name: str, exit_code: int, reason: str) -> None:
         pod = self.pod_of(name)

@@ -131,16 +131,21 @@ async def test_start_creates_a_locked_down_job_then_its_secret(
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert "emptyDir" in volumes["work"] and "emptyDir" in volumes["tmp"]
     assert volumes["job"]["secret"]["secretName"] == spec.name
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") or e["valueFrom"] for e in container["env"]}
     assert env["CLARITY_WORK_DIR"] == "/work/repo"
     assert env["HOME"] == "/work"
-    assert env["ANTHROPIC_API_KEY"] == "sk-ant-test"
+    assert env["ANTHROPIC_API_KEY"] == {
+        "secretKeyRef": {"name": spec.name, "key": "ANTHROPIC_API_KEY"}
+    }
     assert "PATH" not in env and "CLARITY_JOB" not in env
-    # The job document (with its token) is in the Secret only.
+    # The job document (with its token) and the Anthropic key are in the Secret only.
     assert "job-token-secret" not in json.dumps(job)
+    assert "sk-ant-test" not in json.dumps(job)
 
     secret = cluster.secrets[(NS, spec.name)]
     assert json.loads(secret["stringData"]["job.json"]) == dict(spec.job)
+    assert secret["stringData"]["ANTHROPIC_API_KEY"] == "sk-ant-test"
+    assert set(secret["stringData"]) == {"job.json", "ANTHROPIC_API_KEY"}
     (owner,) = secret["metadata"]["ownerReferences"]
     assert (owner["kind"], owner["name"], owner["uid"]) == (
         "Job",
@@ -222,6 +227,16 @@ async def test_sandbox_failures_come_with_a_reason_a_person_understands(
         SandboxState.FAILED,
         exit_code=143,
         reason="ran longer than its limit of 600 s and was stopped",
+    )
+
+    # The kubelet retries a missing Secret: only waiting too long for it is a failure.
+    unready = await backend.start(run_spec(attempt=5))
+    missing = 'secret "x" not found'
+    cluster.waiting(unready, "CreateContainerConfigError", missing)
+    assert await backend.observe(unready) == SandboxStatus(SandboxState.PENDING)
+    cluster.waiting(unready, "CreateContainerConfigError", missing, ago=timedelta(seconds=301))
+    assert await backend.observe(unready) == SandboxStatus(
+        SandboxState.FAILED, reason=f"could not start: {missing}"
     )
 
     stuck = await backend.start(run_spec(attempt=4))
