@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     # Handed to agents by GET /api/config/claude; `clarity config set claude` stores one instead.
     anthropic_api_key: SecretStr | None = None
     runner_url: str | None = None
+    # Where runs happen: local | docker | kubernetes | http (default: http with RUNNER_URL,
+    # else local), and the Claude Code executable the agent runs.
+    clarity_runner: str | None = None
+    clarity_agent_cli: str = "claude"
     host: str = "0.0.0.0"  # noqa: S104 - a server is meant to listen on all interfaces
     port: int = 3000
 

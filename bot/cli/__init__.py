@@ -53,6 +53,28 @@ def _worker(args: argparse.Namespace) -> int:
     return run_worker_process(concurrency=args.concurrency, once=args.once)
 
 
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "demo",
+        help="the whole loop in a browser: Slack simulator, local agent, demo repository",
+        description=(
+            "Start an embedded database, the server with the Slack simulator at /_sim/, the "
+            "local runner and a demo repository demo/hello; print the URL to open. No Slack, "
+            "GitHub or API key needed (with ANTHROPIC_API_KEY and the claude CLI, the real "
+            "agent works on the demo repository). Honours HOST, PORT and CLARITY_DATA_DIR."
+        ),
+    )
+    parser.add_argument("--host", default=None, help="listen address (default $HOST or 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=None, help="port (default $PORT or 3000)")
+    parser.set_defaults(handler=_demo)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from bot.cli.demo import run_demo
+
+    return run_demo(host=args.host, port=args.port)
+
+
 def _add_db(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from bot.cli import db
 
@@ -68,6 +90,7 @@ def _add_config(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
 REGISTRARS: Sequence[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = (
     _add_serve,
     _add_worker,
+    _add_demo,
     _add_db,
     _add_config,
 )

@@ -1,0 +1,149 @@
+"""`clarity demo`: the whole loop in a browser, with no Slack workspace, GitHub or API key.
+
+One command starts the embedded database, the server with the Slack simulator at /_sim/,
+the `local` runner, and a demo repository `demo/hello` (a git repository in the data
+folder, reached through a `file://` GITHUB_GIT_URL). With ANTHROPIC_API_KEY set and the
+`claude` CLI installed the real agent works on it; otherwise the scripted demo agent (the
+fake Claude's `demo` scenario) works for a few seconds, asks one question with options and
+finishes. The result is the branch in the local repository, shown on the request's page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import subprocess
+from pathlib import Path
+
+from bot.app import build_app
+from bot.cli.database import data_dir, resolve_database
+from bot.cli.errors import CliError, settings_or_fail
+from bot.cli.serve import serve_app
+from bot.server import build_web_app
+from bot.settings import Settings, with_simulator
+from bot.simulator import DEMO_CHANNEL
+from storage.engine import redact
+from storage.repositories.channels import ChannelSettingsRepository
+
+log = logging.getLogger(__name__)
+
+DEMO_REPO = "demo/hello"
+DEMO_AGENT = "clarity-fake-claude --scenario demo"
+
+_FILES = {
+    "README.md": "# hello\n\nA tiny program to try Clarity on.\n",
+    "hello.py": (
+        '"""Say hello."""\n\n\n'
+        "def greet(name: str) -> str:\n"
+        '    return f"Hello, {name}!"\n\n\n'
+        'if __name__ == "__main__":\n'
+        '    print(greet("world"))\n'
+    ),
+    "test_hello.py": (
+        "from hello import greet\n\n\n"
+        "def test_greet() -> None:\n"
+        '    assert greet("Ada") == "Hello, Ada!"\n'
+    ),
+}
+
+
+def _git(*args: str, cwd: Path) -> None:
+    subprocess.run(  # noqa: S603 - fixed arguments, no shell
+        ["git", *args],  # noqa: S607 - git from PATH, as the agent uses it
+        cwd=cwd,
+        check=True,
+        capture_output=True,
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(cwd),
+            "GIT_AUTHOR_NAME": "Clarity demo",
+            "GIT_AUTHOR_EMAIL": "demo@clarity.invalid",
+            "GIT_COMMITTER_NAME": "Clarity demo",
+            "GIT_COMMITTER_EMAIL": "demo@clarity.invalid",
+        },
+    )
+
+
+def ensure_demo_repository(root: Path) -> Path:
+    """`<root>/demo/hello.git` with a first commit on `main` (made once, kept after)."""
+    bare = root / f"{DEMO_REPO}.git"
+    if (bare / "HEAD").exists():
+        return bare
+    if shutil.which("git") is None:
+        raise CliError("the demo needs git: install it (e.g. `apt-get install git`)")
+    bare.mkdir(parents=True, exist_ok=True)
+    _git("init", "--bare", "--quiet", "--initial-branch=main", cwd=bare)
+    seed = root / ".seed"
+    shutil.rmtree(seed, ignore_errors=True)
+    _git("clone", "--quiet", str(bare), str(seed), cwd=root)
+    for name, text in _FILES.items():
+        (seed / name).write_text(text)
+    _git("add", ".", cwd=seed)
+    _git("commit", "--quiet", "-m", "A tiny program to try Clarity on", cwd=seed)
+    _git("push", "--quiet", "origin", "HEAD:main", cwd=seed)
+    shutil.rmtree(seed, ignore_errors=True)
+    # The agent (as the unprivileged user when run as root) reads it; Clarity writes it.
+    for path in (root, *root.rglob("*")):
+        path.chmod(path.stat().st_mode | 0o055)
+    return bare
+
+
+def demo_settings(settings: Settings, git_root: Path) -> Settings:
+    """The demo's settings on top of the user's: simulator, local runner, local git."""
+    real_agent = bool(settings.secret("anthropic_api_key")) and shutil.which("claude") is not None
+    updates: dict[str, object] = {
+        "clarity_simulator": True,
+        "clarity_runner": "local",
+        "runner_url": None,
+        "github_git_url": git_root.as_uri() + "/",
+        # The demo never talks to GitHub.
+        "github_app_id": None,
+        "github_private_key": None,
+        "github_installation_id": None,
+        "clarity_agent_cli": settings.clarity_agent_cli if real_agent else DEMO_AGENT,
+    }
+    return with_simulator(settings.model_copy(update=updates))
+
+
+def run_demo(*, host: str | None, port: int | None) -> int:
+    """`clarity demo`: blocks until SIGTERM/SIGINT."""
+    settings = settings_or_fail()
+    if settings.secret("database_url"):
+        log.info("the demo uses its own embedded database; DATABASE_URL is ignored")
+        settings = settings.model_copy(update={"database_url": None})
+    flags = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
+    settings = settings.model_copy(update=flags)
+    settings, db = resolve_database(settings)
+    try:
+        git_root = data_dir(settings) / "git"
+        ensure_demo_repository(git_root)
+        settings = demo_settings(settings, git_root)
+
+        async def main() -> None:
+            clarity = build_app(settings, db.url)
+            async with clarity.services.session_factory.begin() as session:
+                channels = ChannelSettingsRepository(session)
+                if await channels.default_repo(DEMO_CHANNEL) is None:
+                    await channels.set_default_repo(DEMO_CHANNEL, DEMO_REPO, "demo")
+            app = build_web_app(clarity, run_workers=True)
+            base = settings.public_base()
+            agent = (
+                "the real agent"
+                if settings.clarity_agent_cli != DEMO_AGENT
+                else "a scripted demo agent"
+            )
+            print(
+                f"\nClarity demo: open {base}/_sim/ in a browser\n"
+                f"  type `/clarity add a friendly greeting` in #clarity-demo ({agent}, "
+                f"repository {DEMO_REPO})\n"
+                f"  dashboard: {base}/requests  (sign in with `/clarity dashboard`)\n"
+                f"  database: DATABASE_URL={redact(db.url)}\n",
+                flush=True,
+            )
+            await serve_app(app, settings.host, settings.port)
+
+        asyncio.run(main())
+    finally:
+        db.release()
+    return 0
