@@ -40,6 +40,7 @@ KEYS = {
     "clarity_channel_settings": "channel_id",
     "clarity_web_sessions": "token_hash",
     "clarity_login_tokens": "token_hash",
+    "clarity_artifact_chunks": "artifact_id, seq",
 }
 MB = 1024 * 1024
 
