@@ -8,9 +8,11 @@ tool_result blocks and the tool's structured `tool_use_result`, then a `result`.
 its transcript where the CLI does ($CLAUDE_CONFIG_DIR/projects/<cwd key>/<session>.jsonl),
 and `--resume ID` fails as the CLI does when that transcript is missing.
 
-The script is `--scenario NAME`, else a `[fake:NAME]` marker in the prompt, else `edit`:
-edit, noop, ask, chatty, slow, stubborn, crash, budget, demo. When CLAUDE_CODE_FAKE_LOG names a
-file, each start appends its argv, environment and prompt to it as one JSON line.
+The script is `--scenario NAME`, else a `[fake:NAME]` marker in the prompt, else
+`--default-scenario NAME` (`clarity demo` uses `demo`, so a marker still picks another), else
+`edit`: edit, noop, ask, chatty, slow, stubborn, crash, budget, demo. When
+CLAUDE_CODE_FAKE_LOG names a file, each start appends its argv, environment and prompt to it
+as one JSON line.
 """
 
 from __future__ import annotations
@@ -763,6 +765,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("-r", "--resume")
     p.add_argument("--model")
     p.add_argument("--scenario", choices=SCENARIOS)
+    p.add_argument("--default-scenario", choices=SCENARIOS, default="edit")
     p.add_argument("--step-seconds", type=float)
     p.add_argument("-v", "--version", action="store_true")
     return p
@@ -807,7 +810,7 @@ def main(argv: list[str] | None = None) -> int:
         history = _load(config_dir, session_id)
     else:
         session_id = str(uuid.uuid4())
-    scenario = args.scenario or _scenario(prompt) or _scenario_of(history) or "edit"
+    scenario = args.scenario or _scenario(prompt) or _scenario_of(history) or args.default_scenario
     step_s = args.step_seconds
     if step_s is None:
         step_s = float(

@@ -29,7 +29,7 @@ from storage.repositories.channels import ChannelSettingsRepository
 log = logging.getLogger(__name__)
 
 DEMO_REPO = "demo/hello"
-DEMO_AGENT = "clarity-fake-claude --scenario demo"
+DEMO_AGENT = "clarity-fake-claude --default-scenario demo"
 
 _FILES = {
     "README.md": "# hello\n\nA tiny program to try Clarity on.\n",
