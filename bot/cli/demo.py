@@ -15,15 +15,15 @@ import logging
 import shutil
 import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from bot.app import build_app
-from bot.cli.database import data_dir, resolve_database
+from bot.cli.database import EMBEDDED_DATABASE, Database, data_dir, resolve_database
 from bot.cli.errors import CliError, settings_or_fail
 from bot.cli.serve import serve_app
 from bot.server import build_web_app
 from bot.settings import Settings, with_simulator
 from bot.simulator import DEMO_CHANNEL
-from storage.engine import redact
 from storage.repositories.channels import ChannelSettingsRepository
 
 log = logging.getLogger(__name__)
@@ -91,7 +91,6 @@ def ensure_demo_repository(root: Path) -> Path:
 
 def demo_settings(settings: Settings, git_root: Path) -> Settings:
     """The demo's settings on top of the user's: simulator, local runner, local git."""
-    real_agent = bool(settings.secret("anthropic_api_key")) and shutil.which("claude") is not None
     updates: dict[str, object] = {
         "clarity_simulator": True,
         "clarity_runner": "local",
@@ -101,9 +100,48 @@ def demo_settings(settings: Settings, git_root: Path) -> Settings:
         "github_app_id": None,
         "github_private_key": None,
         "github_installation_id": None,
-        "clarity_agent_cli": settings.clarity_agent_cli if real_agent else DEMO_AGENT,
+        "clarity_agent_cli": settings.clarity_agent_cli
+        if uses_real_agent(settings)
+        else DEMO_AGENT,
+        # Links in the simulated Slack (the root message's dashboard link, the result) point
+        # at this server.
+        "clarity_public_url": settings.public_base(),
     }
     return with_simulator(settings.model_copy(update=updates))
+
+
+def uses_real_agent(settings: Settings) -> bool:
+    """An Anthropic key and the Claude Code CLI: the real agent works on the demo repository."""
+    cli = (
+        shutil.which(settings.clarity_agent_cli.split()[0]) if settings.clarity_agent_cli else None
+    )
+    return bool(settings.secret("anthropic_api_key")) and cli is not None
+
+
+def banner(settings: Settings, db: Database, git_root: Path) -> str:
+    """What `clarity demo` prints once it listens: where to go and what to type."""
+    base = settings.public_base()
+    if settings.clarity_agent_cli == DEMO_AGENT:
+        agent = "a scripted demo agent (ANTHROPIC_API_KEY and `claude` give the real one)"
+    else:
+        agent = f"Claude Code (`{settings.clarity_agent_cli}`) with your ANTHROPIC_API_KEY"
+    # A URL psql takes; the password stays in its file.
+    where = urlsplit(db.url)
+    database = (
+        f"postgresql://{where.username}:***@{where.hostname}:{where.port}/{EMBEDDED_DATABASE}"
+        f"  (password in {data_dir(settings) / 'pgdata.password'})"
+    )
+    return (
+        "\n"
+        "Clarity demo is running.\n"
+        f"  open       {base}/_sim/  (a simulated Slack workspace)\n"
+        "  type       /clarity add a friendly greeting   (in #clarity-demo)\n"
+        f"  agent      {agent}\n"
+        f"  repository {DEMO_REPO}, a git repository in {git_root}\n"
+        f"  dashboard  {base}/requests  (type /clarity dashboard to sign in)\n"
+        f"  database   DATABASE_URL={database}\n"
+        "  stop       Ctrl-C\n"
+    )
 
 
 def run_demo(*, host: str | None, port: int | None) -> int:
@@ -127,23 +165,14 @@ def run_demo(*, host: str | None, port: int | None) -> int:
                 if await channels.default_repo(DEMO_CHANNEL) is None:
                     await channels.set_default_repo(DEMO_CHANNEL, DEMO_REPO, "demo")
             app = build_web_app(clarity, run_workers=True)
-            base = settings.public_base()
-            agent = (
-                "the real agent"
-                if settings.clarity_agent_cli != DEMO_AGENT
-                else "a scripted demo agent"
-            )
-            print(
-                f"\nClarity demo: open {base}/_sim/ in a browser\n"
-                f"  type `/clarity add a friendly greeting` in #clarity-demo ({agent}, "
-                f"repository {DEMO_REPO})\n"
-                f"  dashboard: {base}/requests  (sign in with `/clarity dashboard`)\n"
-                f"  database: DATABASE_URL={redact(db.url)}\n",
-                flush=True,
-            )
-            await serve_app(app, settings.host, settings.port)
+
+            def ready() -> None:
+                print(banner(settings, db, git_root), flush=True)
+
+            await serve_app(app, settings.host, settings.port, on_listening=ready)
 
         asyncio.run(main())
     finally:
         db.release()
+    log.info("Clarity demo stopped")
     return 0

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -34,8 +35,15 @@ async def _until_signalled() -> None:
             loop.remove_signal_handler(sig)
 
 
-async def serve_app(app: web.Application, host: str, port: int) -> None:
-    """Bind, say so, serve until signalled, then drain (requests, then workers)."""
+async def serve_app(
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
+    """Bind, say so (and call `on_listening`), serve until signalled, then drain (requests,
+    then workers)."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
@@ -45,6 +53,8 @@ async def serve_app(app: web.Application, host: str, port: int) -> None:
         await runner.cleanup()
         raise CliError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     log.info("Clarity listening on http://%s:%d", host, port)
+    if on_listening is not None:
+        on_listening()
     try:
         await _until_signalled()
     finally:
