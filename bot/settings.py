@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -30,11 +31,27 @@ class Settings(BaseSettings):
     github_webhook_secret: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
     github_trigger_label: str = "clarity"
+    # Base of git remotes: a repository is `<it><owner>/<repo>.git`; file:// serves local ones.
+    github_git_url: str = "https://github.com/"
 
     clarity_api_token: SecretStr | None = None
     # Handed to agents by GET /api/config/claude; `clarity config set claude` stores one instead.
     anthropic_api_key: SecretStr | None = None
+    # Handed to the sandbox as is: a company's gateway or proxy in front of the Anthropic API.
+    anthropic_base_url: str | None = None
     runner_url: str | None = None
+    # Where runs happen: local | docker | kubernetes | http (unset: http when RUNNER_URL is
+    # set, else local). See `runner_backend()`.
+    clarity_runner: Literal["local", "docker", "kubernetes", "http"] | None = None
+    # The Claude Code executable the agent program runs (a command line, split like a shell).
+    clarity_agent_cli: str = "claude"
+    # The agent's container image (docker, kubernetes).
+    clarity_agent_image: str | None = None
+    # A request's spending limit unless the person asks for another, and the most they may.
+    clarity_budget_usd: float = Field(default=10.0, gt=0)
+    clarity_max_budget_usd: float = Field(default=50.0, gt=0)
+    # Wall-clock limit of one run (the agent stops itself a little before).
+    clarity_run_timeout_s: int = Field(default=3600, gt=0)
     host: str = "0.0.0.0"  # noqa: S104 - a server is meant to listen on all interfaces
     port: int = 3000
 
@@ -55,13 +72,18 @@ class Settings(BaseSettings):
     clarity_job_token_ttl_s: int = 6 * 3600
     clarity_workers: int = 2
     clarity_run_workers: bool = True
+    # Runs in sandboxes at once, across every replica (the rest wait, in order).
+    clarity_max_concurrent_runs: int = Field(default=4, ge=1)
+    # Upload limits of the side-API: a run's git bundle, and a saved Claude session.
+    clarity_bundle_limit_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    clarity_session_limit_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     # How long a dashboard session lasts after sign-in (default 7 days).
     clarity_web_session_ttl_s: int = 7 * 86400
     # How long finished jobs and remembered inbound delivery ids are kept (default 7 days).
     clarity_job_retention_s: int = 7 * 86400
     clarity_delivery_retention_s: int = 7 * 86400
 
-    @field_validator("slack_api_url")
+    @field_validator("slack_api_url", "github_git_url")
     @classmethod
     def _trailing_slash(cls, v: str) -> str:
         return v if v.endswith("/") else v + "/"
@@ -86,6 +108,12 @@ class Settings(BaseSettings):
             return self.clarity_public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         return f"http://{host}:{self.port}"
+
+    def runner_backend(self) -> str:
+        """CLARITY_RUNNER, else `http` when RUNNER_URL is set, else `local`."""
+        if self.clarity_runner:
+            return self.clarity_runner
+        return "http" if self.runner_url else "local"
 
     @staticmethod
     def split(raw: str) -> frozenset[str]:
