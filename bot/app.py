@@ -21,12 +21,17 @@ from bot.metrics import Metrics
 from bot.publish import Publisher
 from bot.requests.actions import RequestLifecycle
 from bot.requests.events import RequestEvents
+from bot.runner.base import RunnerBackend
+from bot.runner.environment import SandboxEnvironment
+from bot.runner.factory import make_backend
+from bot.runner.watch import RunWatcher
 from bot.services import Services, build_cipher
 from bot.settings import Settings
 from bot.slack import job_handlers as slack_job_handlers
 from bot.slack.feature import SlackFeature
 from bot.slack.notify import SlackNotifier
 from bot.workers import JobHandler
+from storage.embedded import default_data_dir
 from storage.engine import create_engine, create_session_factory
 
 
@@ -43,6 +48,9 @@ class Clarity:
     slack: SlackFeature
     slack_notifier: SlackNotifier
     dispatcher: Dispatcher
+    # Where runs happen (CLARITY_RUNNER), and what follows them once started.
+    backend: RunnerBackend
+    watcher: RunWatcher
     activity: ActivityWriter
     api: ApiContext
     maintenance: Maintenance
@@ -53,6 +61,7 @@ class Clarity:
     async def close(self) -> None:
         """Finish pending writes and release connections."""
         await self.activity.close()
+        await self.backend.close()
         await self.services.close()
 
 
@@ -76,6 +85,7 @@ def build_app(
     *,
     services: Services | None = None,
     progress_interval_s: float = 1.0,
+    backend: RunnerBackend | None = None,
 ) -> Clarity:
     """The typed object graph of one process."""
     if services is None:
@@ -89,6 +99,8 @@ def build_app(
         metrics=services.metrics,
         admins=settings.split(settings.clarity_admin_user_ids),
         dispatch_max_attempts=settings.clarity_job_max_attempts,
+        budget_usd=settings.clarity_budget_usd,
+        max_budget_usd=settings.clarity_max_budget_usd,
     )
     github_app = GitHubApp(services)
     github = GitHubRest(services, github_app)
@@ -99,11 +111,31 @@ def build_app(
     events.subscribe(slack_notifier.on_change)
     events.subscribe(github_notifier.on_change)
     events.activity_job = slack_notifier.activity_job
+    credentials = Credentials(services, github_app)
+    if backend is None:
+        backend = make_backend(
+            settings,
+            http_session=services.http_session,
+            runs_dir=(settings.clarity_data_dir or default_data_dir()) / "runs",
+        )
+    watcher = RunWatcher(services, lifecycle, backend)
     dispatcher = Dispatcher(
-        services, lifecycle, tracking_issue_first=github_notifier.open_tracking_issue
+        services,
+        lifecycle,
+        backend=backend,
+        watcher=watcher,
+        environment=SandboxEnvironment.from_host(
+            git_url=settings.github_git_url,
+            agent_cli=settings.clarity_agent_cli,
+            timeout_s=settings.clarity_run_timeout_s,
+            anthropic_base_url=settings.anthropic_base_url,
+        ),
+        credentials=credentials,
+        tracking_issue_first=github_notifier.open_tracking_issue,
+        max_concurrent_runs=settings.clarity_max_concurrent_runs,
     )
     activity = ActivityWriter(services, job=events.activity_job)
-    api = ApiContext(services, lifecycle, activity, Credentials(services, github_app))
+    api = ApiContext(services, lifecycle, activity, credentials)
     maintenance = Maintenance(services)
     publisher = Publisher(
         services, lifecycle, github_app, GitHubPulls(github), github_notifier.scrubber
@@ -125,6 +157,8 @@ def build_app(
         slack=slack,
         slack_notifier=slack_notifier,
         dispatcher=dispatcher,
+        backend=backend,
+        watcher=watcher,
         activity=activity,
         api=api,
         maintenance=maintenance,

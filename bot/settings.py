@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,11 +38,21 @@ class Settings(BaseSettings):
     clarity_api_token: SecretStr | None = None
     # Handed to agents by GET /api/config/claude; `clarity config set claude` stores one instead.
     anthropic_api_key: SecretStr | None = None
+    # Handed to the sandbox as is: a company's gateway or proxy in front of the Anthropic API.
+    anthropic_base_url: str | None = None
     runner_url: str | None = None
-    # Where runs happen: local | docker | kubernetes | http (default: http with RUNNER_URL,
-    # else local), and the Claude Code executable the agent runs.
-    clarity_runner: str | None = None
+    # Where runs happen: local | docker | kubernetes | http (unset: http when RUNNER_URL is
+    # set, else local). See `runner_backend()`.
+    clarity_runner: Literal["local", "docker", "kubernetes", "http"] | None = None
+    # The Claude Code executable the agent program runs (a command line, split like a shell).
     clarity_agent_cli: str = "claude"
+    # The agent's container image (docker, kubernetes).
+    clarity_agent_image: str | None = None
+    # A request's spending limit unless the person asks for another, and the most they may.
+    clarity_budget_usd: float = Field(default=10.0, gt=0)
+    clarity_max_budget_usd: float = Field(default=50.0, gt=0)
+    # Wall-clock limit of one run (the agent stops itself a little before).
+    clarity_run_timeout_s: int = Field(default=3600, gt=0)
     host: str = "0.0.0.0"  # noqa: S104 - a server is meant to listen on all interfaces
     port: int = 3000
 
@@ -64,6 +75,11 @@ class Settings(BaseSettings):
     clarity_run_workers: bool = True
     # `1`: serve the Slack simulator at /_sim/ (never on by default; `clarity demo` turns it on).
     clarity_simulator: bool = False
+    # Runs in sandboxes at once, across every replica (the rest wait, in order).
+    clarity_max_concurrent_runs: int = Field(default=4, ge=1)
+    # Upload limits of the side-API: a run's git bundle, and a saved Claude session.
+    clarity_bundle_limit_bytes: int = Field(default=50 * 1024 * 1024, ge=1)
+    clarity_session_limit_bytes: int = Field(default=20 * 1024 * 1024, ge=1)
     # How long a dashboard session lasts after sign-in (default 7 days).
     clarity_web_session_ttl_s: int = 7 * 86400
     # How long finished jobs and remembered inbound delivery ids are kept (default 7 days).
@@ -95,6 +111,12 @@ class Settings(BaseSettings):
             return self.clarity_public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         return f"http://{host}:{self.port}"
+
+    def runner_backend(self) -> str:
+        """CLARITY_RUNNER, else `http` when RUNNER_URL is set, else `local`."""
+        if self.clarity_runner:
+            return self.clarity_runner
+        return "http" if self.runner_url else "local"
 
     @staticmethod
     def split(raw: str) -> frozenset[str]:

@@ -13,6 +13,7 @@ from aiohttp import web
 from bot.app import build_app, build_services
 from bot.cli.database import resolve_database
 from bot.cli.errors import CliError, settings_or_fail
+from bot.runner.factory import RunnerNotAvailableError
 from bot.server import build_web_app
 from bot.settings import with_simulator
 from bot.workers import WorkerPool
@@ -75,7 +76,7 @@ def run_server(*, host: str | None, port: int | None, run_workers: bool = True) 
         async def main() -> None:
             try:
                 clarity = build_app(settings, db.url)
-            except InvalidKeyError as exc:
+            except (InvalidKeyError, RunnerNotAvailableError) as exc:
                 raise CliError(str(exc)) from exc
             app = build_web_app(clarity, run_workers=run_workers and settings.clarity_run_workers)
             # Start-up objects (modules, models, compiled SQL) live for the whole process:
@@ -104,7 +105,7 @@ def run_worker_process(*, concurrency: int | None, once: bool) -> int:
     async def main() -> int:
         try:
             clarity = build_app(settings, services=build_services(settings, db.url))
-        except InvalidKeyError as exc:
+        except (InvalidKeyError, RunnerNotAvailableError) as exc:
             raise CliError(str(exc)) from exc
         pool = WorkerPool(
             clarity.services, clarity.jobs, concurrency=concurrency or settings.clarity_workers

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.metrics import Metrics
+from bot.requests.budget import raise_step, request_budget, usd
 from bot.requests.events import RequestChange, RequestEvents
 from bot.requests.ids import Repo, derive_title, new_request_id
 from bot.requests.queue import DispatchKind, enqueue_dispatch, enqueue_publish
@@ -162,6 +163,8 @@ STATUS_WORDS: dict[RequestStatus, str] = {
 }
 
 UNKNOWN_REQUEST = "That request no longer exists."
+# The agent's report when a run stopped at its budget (agent/run.py).
+BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 INT32_MAX = 2**31 - 1
 ALREADY_ANSWERED = "This question has already been answered."
 
@@ -181,11 +184,16 @@ class RequestLifecycle:
         metrics: Metrics,
         admins: Collection[str] = (),
         dispatch_max_attempts: int = 6,
+        budget_usd: float = 10.0,
+        max_budget_usd: float = 50.0,
     ) -> None:
         self.events = events
         self.metrics = metrics
         self.admins = frozenset(admins)
         self.dispatch_max_attempts = dispatch_max_attempts
+        # A request's default spending limit, and the most a person may raise it to.
+        self.budget_usd = budget_usd
+        self.max_budget_usd = max_budget_usd
 
     # --- shared steps ---------------------------------------------------------------------
 
@@ -435,6 +443,66 @@ class RequestLifecycle:
             f"Retry attempt #{count}",
             actor,
             {"retryCount": count},
+        )
+        await self._dispatch(session, request_id, DispatchKind.RETRY)
+        await self._announce(session, request, message, status_changed=True)
+        return Outcome(request, message)
+
+    async def raise_budget(
+        self,
+        session: AsyncSession,
+        request_id: str,
+        actor: Actor,
+        *,
+        delivery: Delivery | None = None,
+    ) -> Outcome:
+        """Continue a request its budget stopped, with more to spend.
+
+        The budget goes up by as much again (up to the cap), recorded as `budgetUsd` on a
+        `retry` message, and the request runs again (kind retry). Only the requester or an
+        admin; anything but a budget stop is refused, and so is a second click.
+        """
+        requests = FeatureRequestRepository(session)
+        request = await requests.find_by_request_id(request_id, lock=True)
+        if delivery is not None and await delivery_seen(session, *delivery):
+            return Outcome(request, repeated=True)
+        if request is None:
+            return Outcome(refusal=UNKNOWN_REQUEST)
+        if not self.may_cancel(request, actor):
+            return Outcome(
+                request,
+                refusal="Only the person who filed this request (or a Clarity admin) "
+                "can raise its budget.",
+            )
+        if request.status != RequestStatus.ERROR:
+            return Outcome(
+                request,
+                refusal=f"Nothing to continue: the request is {STATUS_WORDS[request.status]}.",
+            )
+        errors = await RequestMessagesRepository(session).get_thread(
+            request_id, types=[MessageType.ERROR]
+        )
+        if not errors or (errors[-1].metadata_ or {}).get("errorCode") != BUDGET_EXCEEDED:
+            return Outcome(request, refusal="The last run was not stopped by its budget.")
+        budget = await request_budget(session, request_id, self.budget_usd)
+        step = raise_step(budget, self.max_budget_usd)
+        if step is None:
+            return Outcome(
+                request,
+                refusal=f"The budget is already {usd(budget)}, the most a request may have.",
+            )
+        if delivery is not None:
+            await claim_delivery(session, *delivery)
+        request = await requests.record_retry(request_id)
+        count = request.retry_count or 1
+        new_budget = round(budget + step, 2)
+        message = await self._message(
+            session,
+            request_id,
+            MessageType.RETRY,
+            f"Budget raised by {usd(step)} to {usd(new_budget)} (retry attempt #{count})",
+            actor,
+            {"retryCount": count, "budgetUsd": new_budget, "budgetRaisedUsd": step},
         )
         await self._dispatch(session, request_id, DispatchKind.RETRY)
         await self._announce(session, request, message, status_changed=True)

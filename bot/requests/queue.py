@@ -5,7 +5,9 @@ Only the lifecycle calls this (bot.requests.actions); the delivering side is bot
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -45,6 +47,27 @@ async def enqueue_dispatch(
         max_attempts=max_attempts,
     )
     return run
+
+
+async def requeue_dispatch(
+    session: AsyncSession,
+    payload: dict[str, Any],
+    *,
+    delay_s: float,
+    max_attempts: int,
+) -> None:
+    """Deliver an existing run again later, as a fresh job: the run waits (for a free slot,
+    for the previous run's work to be published), which is not a failed try."""
+    request_id, attempt = str(payload["requestId"]), int(payload["attempt"])
+    await jobs.enqueue(
+        session,
+        DISPATCH_JOB,
+        payload,
+        request_id=request_id,
+        dedupe_key=f"dispatch:{request_id}:{attempt}",
+        delay=dt.timedelta(seconds=delay_s),
+        max_attempts=max_attempts,
+    )
 
 
 async def enqueue_publish(
