@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -21,6 +22,7 @@ from bot.app import build_app
 from bot.cli.database import EMBEDDED_DATABASE, Database, data_dir, resolve_database
 from bot.cli.errors import CliError, settings_or_fail
 from bot.cli.serve import serve_app
+from bot.runner.base import RunnerBackend, SandboxState
 from bot.server import build_web_app
 from bot.settings import Settings, with_simulator
 from bot.simulator import DEMO_CHANNEL
@@ -29,6 +31,8 @@ from storage.repositories.channels import ChannelSettingsRepository
 log = logging.getLogger(__name__)
 
 DEMO_REPO = "demo/hello"
+# How long a run still working when the demo stops gets to end before it is killed.
+RUN_GRACE_S = 5.0
 DEMO_AGENT = "clarity-fake-claude --default-scenario demo"
 
 _FILES = {
@@ -144,8 +148,32 @@ def banner(settings: Settings, db: Database, git_root: Path) -> str:
     )
 
 
+async def stop_runs(backend: RunnerBackend, grace_s: float = RUN_GRACE_S) -> list[str]:
+    """Stop the agents still working: the demo leaves nothing running when it stops.
+
+    (A server's local runs outlive it on purpose and are followed by the next one; the
+    demo's are a person's experiment, stopped with it. The next `clarity demo` finds them
+    ended, and the request offers Retry.)"""
+    live = [
+        sandbox
+        for sandbox in await backend.sandboxes()
+        if (await backend.observe(sandbox)).state == SandboxState.RUNNING
+    ]
+    if live:
+        log.info("stopping %d agent run(s)", len(live))
+        await asyncio.gather(*(backend.cancel(sandbox, grace_s=grace_s) for sandbox in live))
+    return live
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(*, host: str | None, port: int | None) -> int:
     """`clarity demo`: blocks until SIGTERM/SIGINT."""
+    # Until the server takes over SIGTERM, it stops start-up as Ctrl-C does, so the
+    # embedded PostgreSQL started meanwhile is stopped too.
+    signal.signal(signal.SIGTERM, _interrupt)
     settings = settings_or_fail()
     if settings.secret("database_url"):
         log.info("the demo uses its own embedded database; DATABASE_URL is ignored")
@@ -169,7 +197,10 @@ def run_demo(*, host: str | None, port: int | None) -> int:
             def ready() -> None:
                 print(banner(settings, db, git_root), flush=True)
 
-            await serve_app(app, settings.host, settings.port, on_listening=ready)
+            try:
+                await serve_app(app, settings.host, settings.port, on_listening=ready)
+            finally:
+                await stop_runs(clarity.backend)
 
         asyncio.run(main())
     finally:
