@@ -45,6 +45,7 @@ EMOJI: dict[str, str] = {
     "warning": "⚠️",
     "wave": "👋",
     "white_check_mark": "✅",
+    "white_square": "⬜",
     "wrench": "🔧",
     "x": "❌",
 }

@@ -122,7 +122,8 @@ class Page:
         thread_attr = f' data-thread-ts="{esc(message.thread_ts)}"' if message.thread_ts else ""
         return (
             f'<div class="{" ".join(classes)}" id="{_dom_id(prefix, message.channel, message.ts)}" '
-            f'data-channel="{esc(message.channel)}" data-ts="{esc(message.ts)}"{thread_attr}>'
+            f'data-channel="{esc(message.channel)}" data-ts="{esc(message.ts)}"{thread_attr} '
+            f'data-v="{self.ws.version}">'
             f'<div class="avatar{" bot" if is_bot else ""}" aria-hidden="true">{initial}</div>'
             f'<div class="msg-body"><div class="msg-head">{head}</div>{extra}'
             f'<div class="msg-content">{content}</div>{reactions}{replies}</div>{tools}</div>'
@@ -228,7 +229,7 @@ class Page:
             channel = request.query.get("channel", "")
             main = "".join(self.message_html(m, viewer) for m in self.ws.top_level(channel, viewer))
         modal = self.modal_html(self.ws.top_modal(viewer))
-        return web.json_response({"main": main, "modal": modal})
+        return web.json_response({"main": main, "modal": modal, "v": self.ws.version})
 
     async def thread_fragment(self, request: web.Request) -> web.StreamResponse:
         viewer = self._viewer(request)

@@ -294,6 +294,9 @@ class Workspace:
         self.triggers: dict[str, Trigger] = {}
         self.hooks: dict[str, Hook] = {}
         self._subscribers: set[asyncio.Queue[Change]] = set()
+        # Counts changes: what a page shows was rendered at some version, and an older
+        # rendering never replaces a newer one (a fetch can cross a live update).
+        self.version = 0
         self._last_ts = 0.0
         self._ids = itertools.count(1)
         self._seed()
@@ -593,6 +596,7 @@ class Workspace:
         self._subscribers.discard(queue)
 
     def notify(self, change: Change) -> None:
+        self.version += 1
         for queue in list(self._subscribers):
             if queue.full():
                 # A page that stopped reading is dropped rather than holding memory.

@@ -46,10 +46,18 @@
 
   function domId(prefix, ch, ts) { return prefix + "-" + ch + "-" + ts.replace(".", "-"); }
 
-  function upsert(container, id, html) {
-    const node = fragment(html);
+  // Each rendering carries the workspace's version (data-v): a fetch and a live update can
+  // cross, and the older rendering must not replace the newer.
+  function version(el) { return parseInt(el.dataset.v || "0", 10); }
+
+  function upsert(container, id, html) { place(container, id, fragment(html)); }
+
+  function place(container, id, node) {
     const old = document.getElementById(id);
-    if (old) { old.replaceWith(node); return; }
+    if (old) {
+      if (version(node) >= version(old)) { old.replaceWith(node); }
+      return;
+    }
     const ts = parseFloat(node.dataset.ts);
     const after = Array.prototype.find.call(container.children, function (el) {
       return parseFloat(el.dataset.ts) > ts;
@@ -69,9 +77,8 @@
     const q = "?user=" + encodeURIComponent(user) + "&tab=" + tab +
       "&channel=" + encodeURIComponent(channel);
     fetch(base + "/ui/pane" + q).then(function (r) { return r.json(); }).then(function (d) {
-      const pane = messages || document.getElementById("home");
       const atBottom = !messages || messages.scrollHeight - messages.scrollTop - messages.clientHeight < 40;
-      pane.innerHTML = d.main;
+      if (messages) { merge(messages, d.main, d.v); } else { document.getElementById("home").innerHTML = d.main; }
       modalRoot.innerHTML = d.modal;
       if (atBottom) { scrollDown(messages); }
       if (tab === "home" && !opened) { post("home", {}); }
@@ -127,13 +134,33 @@
   composer(document.getElementById("thread-composer"), true);
 
   // --- threads --------------------------------------------------------------------------
+  // What a fetched pane or thread shows, merged into what live updates already brought.
+  // With `snapshot` (the version it was rendered at), a message it lacks that was shown
+  // before then is gone; one that arrived later is kept.
+  function merge(container, html, snapshot) {
+    const t = document.createElement("template");
+    t.innerHTML = html;
+    const seen = new Set();
+    Array.prototype.slice.call(t.content.children).forEach(function (node) {
+      seen.add(node.id);
+      place(container, node.id, node);
+    });
+    if (snapshot === undefined) { return; }
+    Array.prototype.slice.call(container.children).forEach(function (el) {
+      if (!seen.has(el.id) && version(el) <= snapshot) { el.remove(); }
+    });
+  }
+
   function showThread(ch, ts) {
+    const same = openThread && openThread.channel === ch && openThread.ts === ts;
     openThread = { channel: ch, ts: ts };
+    if (!same) { threadMessages.innerHTML = ""; }
     fetch(base + "/ui/thread?channel=" + encodeURIComponent(ch) + "&ts=" +
           encodeURIComponent(ts) + "&user=" + encodeURIComponent(user))
       .then(function (r) { return r.ok ? r.text() : ""; })
       .then(function (html) {
-        threadMessages.innerHTML = html;
+        if (!openThread || openThread.channel !== ch || openThread.ts !== ts) { return; }
+        merge(threadMessages, html);
         thread.hidden = false;
         body.classList.add("thread-open");
         scrollDown(threadMessages);
