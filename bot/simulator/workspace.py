@@ -309,7 +309,7 @@ class Workspace:
             DEMO_CHANNEL,
             "clarity-demo",
             members={YOU, BOT_USER_ID},
-            topic="Try `/clarity demo/hello add a greeting`",
+            topic="Try `/clarity add a friendly greeting`",
         )
         if self.lenient:
             for channel in self.channels.values():
