@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import aiohttp
 from github import GithubException
 
 from bot.api.http import ApiError
@@ -26,6 +27,18 @@ class Credentials:
             raise ApiError(
                 503, "unavailable", f"GitHub did not issue a token ({exc.status})"
             ) from exc
+
+    async def repository_read_token(self, repo: str) -> InstallationToken:
+        """An installation token that can only read one repository (`owner/name`)."""
+        name = repo.partition("/")[2] or repo
+        try:
+            return await self.github.scoped_token([name], {"contents": "read"})
+        except GithubException as exc:
+            raise ApiError(
+                503, "unavailable", f"GitHub did not issue a token ({exc.status})"
+            ) from exc
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ApiError(503, "unavailable", "GitHub could not be reached") from exc
 
     async def claude_api_key(self) -> str:
         """ANTHROPIC_API_KEY, else the key stored with `clarity config set claude`."""

@@ -210,6 +210,10 @@ class MessageBody(WireModel):
     )
 
 
+class GitCredentialsBody(WireModel):
+    """POST /api/requests/{requestId}/git-credentials: nothing to say (an empty object)."""
+
+
 class ListQuery(WireModel):
     """GET /api/requests query parameters."""
 
@@ -329,6 +333,15 @@ class GitHubTokenOut(AnswerModel):
 
     token: str
     expires_at: dt.datetime
+
+
+class BundleOut(AnswerModel):
+    """A run's bundle, stored: Clarity publishes it."""
+
+    attempt: int
+    outcome: Literal["completed", "asked", "cancelled", "budget"]
+    size: int = Field(description="Bytes stored")
+    sha256: str = Field(description="SHA-256 of the bundle, hex")
 
 
 class ClaudeKeyOut(AnswerModel):

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from bot.api.models import ErrorOut
-from bot.api.routes import Route
+from bot.api.routes import Binary, Route
 
 _ERRORS = {
     400: "The body is not JSON",
@@ -73,11 +73,53 @@ def _refuse_nul(node: Any, defs: dict[str, Any], seen: set[str]) -> None:
             _refuse_nul(value, defs, seen)
 
 
-def _parameters(path: str) -> list[dict[str, Any]]:
-    return [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
-        for name in re.findall(r"{(\w+)}", path)
-    ]
+def _parameters(route: Route) -> list[dict[str, Any]]:
+    integers = {name: (low, high) for name, low, high in route.int_params}
+    out = []
+    for name in re.findall(r"{(\w+)}", route.path):
+        schema: dict[str, Any] = {"type": "string"}
+        if name in integers:
+            low, high = integers[name]
+            schema = {"type": "integer", "minimum": low, "maximum": high}
+        out.append({"name": name, "in": "path", "required": True, "schema": schema})
+    if route.upload is not None:
+        out += [
+            {
+                "name": h.name,
+                "in": "header",
+                "required": True,
+                "description": h.description,
+                "schema": h.schema(),
+            }
+            for h in route.upload.headers
+        ]
+    return out
+
+
+def _binary_content(binary: Binary) -> dict[str, Any]:
+    """Bytes of the given media types (OpenAPI 3.1: contentMediaType, no JSON schema)."""
+    return {
+        media: {"schema": {"type": "string", "contentMediaType": media}}
+        for media in binary.media_types
+    }
+
+
+def _success(route: Route, ref: Any) -> dict[str, Any]:
+    """The documented success answer of a route."""
+    description = (route.answer.__doc__ if route.answer is not None else None) or "OK"
+    answer: dict[str, Any] = {"description": description}
+    if route.download is not None:
+        answer["description"] = route.download.description
+        answer["content"] = _binary_content(route.download)
+        answer["headers"] = {
+            h.name: {"description": h.description, "required": True, "schema": h.schema()}
+            for h in route.download.headers
+        }
+    elif route.answer is not None:
+        answer["content"] = {"application/json": {"schema": ref(route.answer, "serialization")}}
+    elif route.status == 204:
+        answer["description"] = "Saved"
+    return answer
 
 
 def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, Any]:
@@ -88,7 +130,8 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
             wanted.append((route.body, "validation"))
         if route.query is not None:
             wanted.append((route.query, "validation"))
-        wanted.append((route.answer, "serialization"))
+        if route.answer is not None:
+            wanted.append((route.answer, "serialization"))
     unique = list(dict.fromkeys(wanted))
     refs, schema = models_json_schema(unique, ref_template="#/components/schemas/{model}")
 
@@ -98,21 +141,19 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
     error = {"application/json": {"schema": ref(ErrorOut, "serialization")}}
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
+        takes = route.body is not None or route.upload is not None
         operation: dict[str, Any] = {
             "operationId": route.fn.__name__.lstrip("_"),
             "summary": route.summary,
             "responses": {
-                str(route.status): {
-                    "description": route.answer.__doc__ or "OK",
-                    "content": {"application/json": {"schema": ref(route.answer, "serialization")}},
-                },
+                str(route.status): _success(route, ref),
                 **{
                     str(code): {"description": text, "content": error}
                     for code, text in _ERRORS.items()
                     if (
-                        route.body is not None
+                        takes
                         or code not in (400, 413, 422)
-                        or (route.query is not None and code == 422)
+                        or ((route.query is not None or route.int_params) and code == 422)
                     )
                     and ("{requestId}" in route.path or code not in (404, 409))
                 },
@@ -120,7 +161,7 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
         }
         if route.description:
             operation["description"] = route.description
-        parameters = _parameters(route.path)
+        parameters = _parameters(route)
         if route.query is not None:
             query_schema = schema["$defs"][route.query.__name__]
             for name, prop in query_schema.get("properties", {}).items():
@@ -138,6 +179,12 @@ def build_document(routes: list[Route], *, version: str = "0.1.0") -> dict[str, 
             operation["requestBody"] = {
                 "required": True,
                 "content": {"application/json": {"schema": ref(route.body, "validation")}},
+            }
+        elif route.upload is not None:
+            operation["requestBody"] = {
+                "required": True,
+                "description": route.upload.description,
+                "content": _binary_content(route.upload),
             }
         paths.setdefault(route.path, {})[route.method.lower()] = operation
     paths["/openapi.json"] = {

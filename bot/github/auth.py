@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 from github import Auth, GithubException, GithubIntegration
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -199,6 +200,49 @@ class GitHubApp:
         metrics.labels("installation_token", "ok").inc()
         log.info("GitHub installation token refreshed (expires %s)", token.expires_at.isoformat())
         return token
+
+    async def scoped_token(
+        self, repositories: list[str], permissions: dict[str, str]
+    ) -> InstallationToken:
+        """A fresh installation token limited to `repositories` (names in the installation's
+        account, without the owner) and `permissions` (e.g. {"contents": "read"}).
+
+        For a sandbox: never cached, never stored, never this process's own token. The REST
+        call `POST /app/installations/{id}/access_tokens` with a body (PyGithub's
+        get_access_token takes no repositories).
+        """
+        async with self.services.session_factory() as session:
+            creds = await credentials(self.services, session)
+        if creds is None:
+            raise NotConfiguredError(
+                "GitHub App is not configured: set GITHUB_APP_ID, GITHUB_PRIVATE_KEY "
+                "and GITHUB_INSTALLATION_ID, or `clarity config set github`"
+            )
+        jwt = Auth.AppAuth(creds.app_id, creds.private_key).token
+        url = (
+            f"{self.services.settings.github_api_url}/app/installations/"
+            f"{creds.installation_id}/access_tokens"
+        )
+        metrics = self.services.metrics.github_calls
+        async with self.services.http_session().post(
+            url,
+            json={"repositories": repositories, "permissions": permissions},
+            headers={
+                "Authorization": f"Bearer {jwt}",
+                "Accept": "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+            },
+            timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S),
+        ) as response:
+            data = await response.json(content_type=None)
+            if response.status != 201 or not isinstance(data, dict) or "token" not in data:
+                metrics.labels("scoped_token", "error").inc()
+                raise GithubException(response.status, data, dict(response.headers))
+        metrics.labels("scoped_token", "ok").inc()
+        expires = dt.datetime.fromisoformat(str(data["expires_at"]).replace("Z", "+00:00"))
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=dt.UTC)
+        return InstallationToken(str(data["token"]), expires)
 
     def cached_token(self) -> str | None:
         """The token this process holds, if any (to mask it in outgoing text)."""

@@ -25,6 +25,10 @@ ACTION_RETRY = "retry_request"
 ACTION_CANCEL = "cancel_request"
 ACTION_ANSWER = "answer_clarification"
 ACTION_OPTION = "clarification_option"
+# "Continue with $X more" on a run its budget stopped.
+ACTION_RAISE_BUDGET = "raise_budget"
+BUDGET_BLOCK = "budget"
+BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
 FILE_MODAL = "clarity_file_request"
 ANSWER_MODAL = "clarity_answer"
 QUESTION_BLOCK_PREFIX = "clarity_q:"
@@ -45,7 +49,8 @@ STATUS_LABELS: dict[RequestStatus, str] = {
 HELP_TEXT = "\n".join(
     [
         "*Clarity* hands work to an AI coding agent and opens a pull request.",
-        "• `/clarity owner/repo what to build` — file a request",
+        "• `/clarity owner/repo what to build` — file a request "
+        "(add `--budget 5` to let the agent spend up to $5 on it)",
         "• `/clarity` — file a request with a form",
         "• `/clarity what to build` — in a channel with a default repository",
         "• `/clarity repo owner/repo` — set this channel's default repository",
@@ -240,9 +245,47 @@ def answered_question(question: RequestMessage, answer: RequestMessage, clean: C
     return Message(text=f"Answered: {truncate(clean(question.content), 200)}", blocks=blocks)
 
 
-def error_message(request: FeatureRequest, message: RequestMessage, clean: Clean) -> Message:
-    """What failed, and a Retry button."""
+def _dollars(amount: float) -> str:
+    return f"${amount:,.0f}" if float(amount).is_integer() else f"${amount:,.2f}"
+
+
+def budget_message(
+    request: FeatureRequest, message: RequestMessage, clean: Clean, raise_by_usd: float | None
+) -> Message:
+    """A run stopped at its budget: what was spent, and a button to continue with more."""
+    spent = f" The request has spent {money(request.cost_usd)} so far." if request.cost_usd else ""
+    blocks: list[Block] = [
+        _section(f":moneybag: *Stopped at the budget*\n{_safe(clean, message.content)}{spent}")
+    ]
+    if raise_by_usd is not None:
+        label = f"Continue with {_dollars(raise_by_usd)} more"
+        blocks.append(
+            {
+                "type": "actions",
+                "block_id": f"clarity_budget:{message.id}",
+                "elements": [
+                    _button(label, ACTION_RAISE_BUDGET, request.request_id, style="primary")
+                ],
+            }
+        )
+    else:
+        blocks.append(_context("The budget is at the most a request may have."))
+    return Message(
+        text=f"Stopped at the budget: {truncate(clean(message.content), 200)}", blocks=blocks
+    )
+
+
+def error_message(
+    request: FeatureRequest,
+    message: RequestMessage,
+    clean: Clean,
+    *,
+    raise_by_usd: float | None = None,
+) -> Message:
+    """What failed, and a Retry button (a budget stop: a button to continue with more)."""
     code = (message.metadata_ or {}).get("errorCode")
+    if code == BUDGET_EXCEEDED:
+        return budget_message(request, message, clean, raise_by_usd)
     blocks: list[Block] = [_section(f":x: *The run failed*\n{_safe(clean, message.content)}")]
     if code:
         blocks.append(_context(f"Error code `{escape(str(code))}`"))
@@ -260,8 +303,13 @@ def error_message(request: FeatureRequest, message: RequestMessage, clean: Clean
 
 def retried_error(message: RequestMessage, retry: RequestMessage, clean: Clean) -> Message:
     """The failure with its Retry button replaced by who retried."""
+    head = (
+        ":moneybag: *Stopped at the budget*"
+        if (message.metadata_ or {}).get("errorCode") == BUDGET_EXCEEDED
+        else ":x: *The run failed*"
+    )
     blocks = [
-        _section(f":x: *The run failed*\n{_safe(clean, message.content)}"),
+        _section(f"{head}\n{_safe(clean, message.content)}"),
         _context(f":repeat: Retried by {who(retry)} ({escape(retry.content)})"),
     ]
     return Message(text=f"The run failed: {truncate(clean(message.content), 200)}", blocks=blocks)
@@ -463,8 +511,14 @@ def stats_text(stats: Stats) -> str:
 # --- modals and App Home ---------------------------------------------------------------
 
 
-def file_modal(private_metadata: dict[str, Any], default_repo: str | None) -> Block:
-    """`/clarity` alone: repository and description."""
+def file_modal(
+    private_metadata: dict[str, Any],
+    default_repo: str | None,
+    *,
+    default_budget_usd: float = 10.0,
+    max_budget_usd: float = 50.0,
+) -> Block:
+    """`/clarity` alone: repository, description, and (optional) budget."""
     repo_input: Block = {
         "type": "plain_text_input",
         "action_id": "repo",
@@ -496,6 +550,24 @@ def file_modal(private_metadata: dict[str, Any], default_repo: str | None) -> Bl
                     "action_id": "description",
                     "multiline": True,
                     "max_length": 3000,
+                },
+            },
+            {
+                "type": "input",
+                "block_id": BUDGET_BLOCK,
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Budget (USD)"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": BUDGET_BLOCK,
+                    "max_length": 12,
+                    "placeholder": {"type": "plain_text", "text": f"{default_budget_usd:g}"},
+                },
+                "hint": {
+                    "type": "plain_text",
+                    "text": f"The most the agent may spend on this request: "
+                    f"{_dollars(default_budget_usd)} unless you say, at most "
+                    f"{_dollars(max_budget_usd)}",
                 },
             },
         ],

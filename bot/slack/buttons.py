@@ -1,5 +1,5 @@
-"""Buttons (`retry_request`, `cancel_request`, `answer_clarification`, `clarification_option`)
-and the answer modal.
+"""Buttons (`retry_request`, `cancel_request`, `raise_budget`, `answer_clarification`,
+`clarification_option`) and the answer modal.
 
 A click that changes a request, and an answer form, is a committed `slack.interaction` job
 before Slack gets its answer; the job runs the plain functions below. Each effect happens
@@ -62,6 +62,20 @@ async def retry(feature: SlackFeature, click: BlockActions) -> None:
 async def cancel(feature: SlackFeature, click: BlockActions) -> None:
     """`cancel_request`: by the requester or an admin, while the request is not finished."""
     await _click(feature, click, blocks.ACTION_CANCEL)
+
+
+async def raise_budget(feature: SlackFeature, click: BlockActions) -> None:
+    """`raise_budget` ("Continue with $X more"): by the requester or an admin, on a run its
+    budget stopped; a second click finds the request running again."""
+    async with feature.services.session_factory.begin() as session:
+        outcome = await feature.lifecycle.raise_budget(
+            session,
+            click.action.value or "",
+            _actor(click),
+            delivery=(CLICK_SOURCE, click.delivery_id),
+        )
+    if outcome.refusal:
+        await tell(feature, click, outcome.refusal)
 
 
 def _question_id(raw: str | None) -> int | None:
@@ -189,6 +203,7 @@ DURABLE_CLICKS: dict[str, ClickFn] = {
     blocks.ACTION_RETRY: retry,
     blocks.ACTION_CANCEL: cancel,
     blocks.ACTION_OPTION: choose_option,
+    blocks.ACTION_RAISE_BUDGET: raise_budget,
 }
 
 
@@ -206,7 +221,7 @@ ROUTES: dict[str, interactions.Route] = {
 
 
 def register(bolt: Any, feature: SlackFeature) -> None:
-    """The four buttons and the answer modal."""
+    """The buttons and the answer modal."""
     for action_id in DURABLE_CLICKS:
         bolt.action(action_id)(_durable_click_listener(feature, action_id))
     bolt.action(blocks.ACTION_ANSWER)(_click_listener(feature, open_answer_modal))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from bot.requests.budget import usd
 from bot.requests.ids import Repo, parse_repo
 from bot.slack import blocks, interactions
 from bot.slack.errors import record_failure
@@ -52,6 +54,8 @@ class Parsed:
     description: str = ""
     argument: str = ""
     problem: str = ""
+    # `--budget N`: the request's spending limit in US dollars.
+    budget_usd: float | None = None
 
     def ack_payload(self) -> dict[str, Any]:
         """The immediate answer: help and mistakes are answered right in the ack."""
@@ -62,8 +66,57 @@ class Parsed:
         return {}
 
 
+_BUDGET_FLAG = re.compile(r"(?<!\S)--budget(?:=|\s+|$)(\S*)", re.IGNORECASE)
+_AMOUNT = re.compile(r"^\$?(\d{1,7}(?:\.\d{1,2})?)\$?$")
+BUDGET_USAGE = "`--budget` takes an amount in US dollars, e.g. `--budget 5`."
+
+
+def parse_amount(raw: str) -> float | None:
+    """`5`, `$2.50`, `3.5` → dollars; None when it is not a positive amount."""
+    match = _AMOUNT.match(raw.strip())
+    if match is None:
+        return None
+    amount = float(match.group(1))
+    return amount if amount > 0 else None
+
+
+def take_budget(text: str) -> tuple[str, float | None, str]:
+    """The text without `--budget N`, the amount, and what is wrong with it (or "")."""
+    found = _BUDGET_FLAG.findall(text)
+    if not found:
+        return text, None, ""
+    rest = " ".join(_BUDGET_FLAG.sub(" ", text).split())
+    if len(found) > 1:
+        return rest, None, "Say `--budget` once."
+    amount = parse_amount(found[0])
+    return rest, amount, "" if amount is not None else BUDGET_USAGE
+
+
 def parse_command(text: str) -> Parsed:
-    """Parse the text after `/clarity`."""
+    """Parse the text after `/clarity` (`--budget N` anywhere in a filing)."""
+    text, budget, problem = take_budget(text)
+    if problem:
+        return Parsed(Kind.INVALID, problem=problem)
+    parsed = _parse_words(text)
+    if budget is None:
+        return parsed
+    if parsed.kind != Kind.FILE:
+        if parsed.kind == Kind.INVALID:
+            return parsed
+        return Parsed(Kind.INVALID, problem="`--budget` goes with a request: "
+                      "`/clarity owner/repo what to build --budget 5`.")  # fmt: skip
+    return Parsed(Kind.FILE, repo=parsed.repo, description=parsed.description, budget_usd=budget)
+
+
+def over_budget_cap(amount: float, cap: float) -> str:
+    """Why a budget is refused (more than CLARITY_MAX_BUDGET_USD)."""
+    return (
+        f"A request may spend at most {usd(cap)}: ask for `--budget {cap:g}` or less "
+        f"(you asked for {usd(amount)})."
+    )
+
+
+def _parse_words(text: str) -> Parsed:
     stripped = text.strip()
     if not stripped:
         return Parsed(Kind.MODAL)
@@ -190,6 +243,7 @@ def command_filing(command: SlashCommand, parsed: Parsed) -> NewRequest:
         response_url=command.response_url,
         delivery_source="slack_command",
         delivery_id=command.delivery_id,
+        budget_usd=parsed.budget_usd,
     )
 
 
@@ -206,10 +260,16 @@ async def open_file_modal(feature: SlackFeature, command: SlashCommand) -> None:
         "responseUrl": command.response_url,
     }
     api = await feature.api()
+    settings = feature.services.settings
     await api.call(
         "views.open",
         trigger_id=command.trigger_id,
-        view=blocks.file_modal(metadata, repo),
+        view=blocks.file_modal(
+            metadata,
+            repo,
+            default_budget_usd=settings.clarity_budget_usd,
+            max_budget_usd=settings.clarity_max_budget_usd,
+        ),
     )
 
 
@@ -220,20 +280,27 @@ class ModalInput:
     repo: Repo | None
     description: str
     errors: dict[str, str]
+    budget_usd: float | None = None
 
 
-def read_file_modal(submission: ViewSubmission) -> ModalInput:
+def read_file_modal(submission: ViewSubmission, *, max_budget_usd: float = 50.0) -> ModalInput:
     """Validate the form; errors are keyed by block id, as Slack shows them inline."""
     state = submission.view.state
     raw_repo = state.text("repo", "repo")
     description = state.text("description", "description")
+    raw_budget = state.text(blocks.BUDGET_BLOCK, blocks.BUDGET_BLOCK)
     repo = parse_repo(raw_repo)
     errors: dict[str, str] = {}
     if repo is None:
         errors["repo"] = "Use owner/repo, e.g. acme/web."
     if not description:
         errors["description"] = "Describe what should be built."
-    return ModalInput(repo=repo, description=description, errors=errors)
+    budget = parse_amount(raw_budget) if raw_budget else None
+    if raw_budget and budget is None:
+        errors[blocks.BUDGET_BLOCK] = "An amount in US dollars, e.g. 5 or 2.50."
+    elif budget is not None and budget > max_budget_usd:
+        errors[blocks.BUDGET_BLOCK] = f"At most {usd(max_budget_usd)}."
+    return ModalInput(repo=repo, description=description, errors=errors, budget_usd=budget)
 
 
 def modal_filing(submission: ViewSubmission, form: ModalInput) -> NewRequest:
@@ -249,6 +316,7 @@ def modal_filing(submission: ViewSubmission, form: ModalInput) -> NewRequest:
         response_url=metadata.get("responseUrl") or None,
         delivery_source="slack_view",
         delivery_id=submission.view.id,
+        budget_usd=form.budget_usd,
     )
 
 
@@ -270,6 +338,11 @@ def register(bolt: Any, feature: SlackFeature) -> None:
     async def clarity_command(ack: Any, body: dict[str, Any]) -> None:
         command = SlashCommand.model_validate(body)
         parsed = parse_command(command.text)
+        cap = feature.services.settings.clarity_max_budget_usd
+        if parsed.kind == Kind.FILE and parsed.budget_usd is not None and parsed.budget_usd > cap:
+            # Answered privately, in the ack: nothing is filed.
+            await ack(text=over_budget_cap(parsed.budget_usd, cap))
+            return
         if parsed.kind == Kind.FILE:
             refusal = await accept(feature, command_filing(command, parsed), body)
         elif parsed.kind in DURABLE:
@@ -283,7 +356,9 @@ def register(bolt: Any, feature: SlackFeature) -> None:
 
     async def file_modal_submitted(ack: Any, body: dict[str, Any]) -> None:
         submission = ViewSubmission.model_validate(body)
-        form = read_file_modal(submission)
+        form = read_file_modal(
+            submission, max_budget_usd=feature.services.settings.clarity_max_budget_usd
+        )
         errors = form.errors
         if not errors:
             refusal = await accept(feature, modal_filing(submission, form), body)

@@ -41,6 +41,8 @@ class NewRequest:
     response_url: str | None
     delivery_source: str
     delivery_id: str
+    # `--budget N` or the form's field: the request's spending limit in US dollars.
+    budget_usd: float | None = None
 
     def to_payload(self) -> dict[str, Any]:
         # Not dataclasses.asdict: its deep copy is a measurable share of the ack path.
@@ -94,7 +96,7 @@ async def file_request(slack: SlackFeature, new: NewRequest) -> FeatureRequest |
             origin=RequestOrigin.SLACK,
             repo=repo,
             description=new.description,
-            metadata={"slackChannelId": new.channel_id},
+            metadata={"slackChannelId": new.channel_id, "budgetUsd": new.budget_usd},
             slack=SlackPlace(
                 user_id=new.user_id,
                 user_name=new.user_name,

@@ -25,6 +25,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.dispatch import CONVERSATION_TYPES
+from bot.requests.budget import raise_step, request_budget
 from bot.requests.events import RequestChange
 from bot.services import Services
 from bot.slack import blocks
@@ -389,9 +390,13 @@ class _Thread:
                 case MessageType.PR_CREATED | MessageType.PR_UPDATED:
                     await self.post("message", message.id, blocks.pr_message(self.request, message))
                 case MessageType.ERROR:
-                    await self.post(
-                        "error", message.id, blocks.error_message(self.request, message, clean)
-                    )
+                    if not self.has("error", message.id):
+                        step = await self._raise_step(message)
+                        await self.post(
+                            "error",
+                            message.id,
+                            blocks.error_message(self.request, message, clean, raise_by_usd=step),
+                        )
                 case MessageType.RETRY:
                     for error in errors:
                         posted = self.posts.get(("error", str(error.id)))
@@ -406,6 +411,17 @@ class _Thread:
                     await self.post("message", message.id, blocks.cancelled_message(message))
         if self.request.status == RequestStatus.COMPLETED:
             await self._completed()
+
+    async def _raise_step(self, error: RequestMessage) -> float | None:
+        """How much more a budget stop may ask for (None for other errors, or at the cap)."""
+        if (error.metadata_ or {}).get("errorCode") != blocks.BUDGET_EXCEEDED:
+            return None
+        settings = self.services.settings
+        async with self.services.session_factory() as session:
+            budget = await request_budget(
+                session, self.request.request_id, settings.clarity_budget_usd
+            )
+        return raise_step(budget, settings.clarity_max_budget_usd)
 
     async def _close_question(self, answer: RequestMessage, asks: list[RequestMessage]) -> None:
         question_id = (answer.metadata_ or {}).get("questionMessageId")

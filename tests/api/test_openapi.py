@@ -23,6 +23,9 @@ async def test_document_lists_every_route_with_its_schemas(harness: Harness) -> 
         "/requests/{requestId}/messages",
         "/config/github",
         "/config/claude",
+        "/requests/{requestId}/git-credentials",
+        "/requests/{requestId}/agent-session",
+        "/requests/{requestId}/runs/{attempt}/bundle",
         "/openapi.json",
     }
     assert set(doc["paths"]["/requests/{requestId}"]) == {"get"}

@@ -64,6 +64,8 @@ class FakeGitHub:
     issues: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     comments: list[dict[str, Any]] = field(default_factory=list)
     tokens: list[str] = field(default_factory=list)
+    # What each token was asked for (the access_tokens body): repositories and permissions.
+    token_scopes: dict[str, dict[str, Any]] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(9_000_001))
     _numbers: dict[str, itertools.count[int]] = field(default_factory=dict)
     _failures: int = 0
@@ -146,6 +148,22 @@ class FakeGitHub:
             raise web.HTTPUnauthorized(
                 text='{"message": "Bad credentials"}', content_type="application/json"
             )
+        self.check_scope(token, request.match_info.get("repo"), write=request.method != "GET")
+
+    def check_scope(self, token: str, repo: str | None, *, write: bool) -> None:
+        """A token limited to some repositories or permissions acts only within them, as
+        GitHub's do (404 for a repository it cannot see, 403 for a write it may not)."""
+        scope = self.token_scopes.get(token)
+        if scope is None:
+            return
+        allowed = scope.get("repositories")
+        if repo is not None and allowed is not None and repo not in allowed:
+            raise web.HTTPNotFound(text='{"message": "Not Found"}', content_type="application/json")
+        if write and set(scope.get("permissions", {}).values()) <= {"read"}:
+            raise web.HTTPForbidden(
+                text='{"message": "Resource not accessible by integration"}',
+                content_type="application/json",
+            )
 
     async def _access_token(self, request: web.Request) -> web.Response:
         auth = request.headers.get("Authorization", "")
@@ -157,18 +175,28 @@ class FakeGitHub:
             return web.json_response({"message": "wrong app"}, status=401)
         if int(request.match_info["installation"]) != self.installation_id:
             return web.json_response({"message": "Not Found"}, status=404)
+        asked = await request.json() if request.can_read_body else None
+        asked = asked if isinstance(asked, dict) else {}
         token = "ghs_" + secrets.token_hex(18)
         self.tokens.append(token)
         expires = (dt.datetime.now(dt.UTC) + self.token_ttl).replace(microsecond=0)
-        return web.json_response(
-            {
-                "token": token,
-                "expires_at": expires.isoformat().replace("+00:00", "Z"),
-                "permissions": {"issues": "write", "contents": "write"},
-                "repository_selection": "all",
-            },
-            status=201,
-        )
+        answer: dict[str, Any] = {
+            "token": token,
+            "expires_at": expires.isoformat().replace("+00:00", "Z"),
+            "permissions": asked.get("permissions") or {"issues": "write", "contents": "write"},
+            "repository_selection": "all",
+        }
+        if asked.get("permissions") or asked.get("repositories") is not None:
+            self.token_scopes[token] = {
+                "permissions": dict(asked.get("permissions") or {}),
+                "repositories": asked.get("repositories"),
+            }
+        if asked.get("repositories") is not None:
+            answer["repository_selection"] = "selected"
+            answer["repositories"] = [
+                {"name": name, "full_name": f"octo-org/{name}"} for name in asked["repositories"]
+            ]
+        return web.json_response(answer, status=201)
 
     def _repo_json(self, full_name: str) -> dict[str, Any]:
         owner, name = full_name.split("/")

@@ -233,7 +233,11 @@ async def test_without_a_runner_the_person_is_told_plainly_and_gets_no_retry_but
     db_url: str, fake_slack: FakeSlack
 ) -> None:
     async with running_clarity(
-        db_url, fake_slack, handlers=lambda graph: graph.jobs, runner_url=None
+        db_url,
+        fake_slack,
+        handlers=lambda graph: graph.jobs,
+        runner_url=None,
+        clarity_runner="http",
     ) as clarity:
         request = await clarity.file()
         await clarity.run_jobs()
