@@ -488,7 +488,6 @@ async def login(request: web.Request) -> web.StreamResponse:
         identity = await repo.spend_login_token(token)
         if identity is not None:
             await repo.start_session(session_token, identity, ttl=dash.session_ttl)
-            await repo.purge_expired()
     if identity is None:
         return _link_refused(dash, request)
     response = redirect(_next_path(request))
