@@ -9,6 +9,7 @@ Chromium is Debian's /usr/bin/chromium driven by Playwright (no browser download
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import re
@@ -92,6 +93,13 @@ class Served:
     @property
     def slack(self) -> FakeSlack:
         return self.clarity.slack
+
+    async def following(self, request_id: str | None, timeout_s: float = 5.0) -> None:
+        """Wait until a page's event stream follows `request_id` (None: a list page), so a
+        change made next reaches that page."""
+        async with asyncio.timeout(timeout_s):
+            while not self.dash.hub.following(request_id):  # noqa: ASYNC110 - no event to await
+                await asyncio.sleep(0.02)
 
     async def login_link(self, user_id: str = "U0REQ1", name: str = "Ada Lovelace") -> str:
         """A sign-in link as `/clarity dashboard` makes one (tests/slack checks that path)."""

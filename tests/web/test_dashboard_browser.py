@@ -156,6 +156,7 @@ async def test_sign_in_list_filter_request_live_update_and_cancel(
         # The list follows changes by itself: a new request appears without a reload.
         await page.goto(served.url + "/requests")
         await page.evaluate("window.__sameDocument = true")
+        await served.following(None)
         await served.add_request("req-new", title="Nightly export to S3", created_at=ago(seconds=1))
         await expect(rows).to_have_count(4)
         assert await page.evaluate("window.__sameDocument") is True
@@ -176,6 +177,7 @@ async def test_sign_in_list_filter_request_live_update_and_cancel(
         await page.evaluate("window.__sameDocument = true")
 
         # Agent activity posted through the side-API shows up without a reload, as text.
+        await served.following(rid)
         await served.add_message(rid, MessageType.AGENT_THINKING, HOSTILE)
         await served.add_message(
             rid,
@@ -249,6 +251,7 @@ async def test_a_page_updates_the_status_live_and_keyboard_reaches_everything(
         await page.keyboard.press("Enter")
         await expect(page).to_have_url(served.url + "/requests/req-k#main")
 
+        await served.following("req-k")
         await served.set_status("req-k", RequestStatus.ERROR)
         await expect(page.locator("#status")).to_have_text("Failed")
         await expect(page.get_by_role("button", name="Retry")).to_be_visible()
