@@ -158,7 +158,7 @@ def make_environment(scrub: Clean) -> Environment:
         clock=clock,
         href=href,
         iso=iso,
-        diff_lines=lambda text: diff_lines(clean(text)),
+        diff_lines=lambda text, limit=FIELD_LIMIT: diff_lines(clean(text, limit)),
         status_label=lambda s: STATUS_LABELS.get(s, str(s)),
         origin_label=lambda o: ORIGIN_LABELS.get(o, str(o)),
         message_label=lambda t: MESSAGE_LABELS.get(t, str(t)),
