@@ -121,6 +121,7 @@ async def test_a_local_branch_shows_its_diff_against_the_default_branch(local: S
     assert '<span class="d-add">+LIMIT = 100</span>' in section
     assert '<span class="d-add">+WINDOW_S = 60</span>' in section
     assert '<span class="d-meta">+++ b/app/banner.html</span>' in section
+    assert '<span class="d-meta">new file mode 100644</span>' in section
     assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in section
     assert "<script>alert" not in body
     # What only the default branch changed since is not the request's.
