@@ -52,18 +52,24 @@
 
   function upsert(container, id, html) { place(container, id, fragment(html)); }
 
+  // A new message at the end scrolls to it; someone reading the end also stays there when a
+  // message grows (an agent's progress message is edited in place).
+  function atEnd(el) { return el.scrollHeight - el.scrollTop - el.clientHeight < 40; }
+
   function place(container, id, node) {
+    const stick = atEnd(container);
     const old = document.getElementById(id);
     if (old) {
       if (version(node) >= version(old)) { old.replaceWith(node); }
-      return;
+    } else {
+      const ts = parseFloat(node.dataset.ts);
+      const after = Array.prototype.find.call(container.children, function (el) {
+        return parseFloat(el.dataset.ts) > ts;
+      });
+      container.insertBefore(node, after || null);
+      if (!after) { container.scrollTop = container.scrollHeight; }
     }
-    const ts = parseFloat(node.dataset.ts);
-    const after = Array.prototype.find.call(container.children, function (el) {
-      return parseFloat(el.dataset.ts) > ts;
-    });
-    container.insertBefore(node, after || null);
-    if (!after) { container.scrollTop = container.scrollHeight; }
+    if (stick) { container.scrollTop = container.scrollHeight; }
   }
 
   function scrollDown(el) { if (el) { el.scrollTop = el.scrollHeight; } }

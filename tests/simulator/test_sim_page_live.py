@@ -1,9 +1,10 @@
-"""The page never loses a live update to a fetch that crossed it.
+"""Live updates on the page: none is lost to a fetch that crossed it, and a thread read at
+its end stays at its end.
 
 Opening a thread fetches its messages while the event stream keeps delivering changes; a
 message posted (or edited) after the server rendered the fetch, but delivered before the
-fetch's answer arrived, used to vanish when the answer replaced the panel. The test holds
-the fetch's answer back until the live update is on the page, then lets it through.
+fetch's answer arrived, used to vanish when the answer replaced the panel. The tests hold
+the fetch's answer back until the live update is on the page, then let it through.
 """
 
 from __future__ import annotations
@@ -109,5 +110,44 @@ async def test_the_channel_catches_up_without_losing_newer_messages() -> None:
             await page.wait_for_selector("body[data-live='1']")
             texts = await page.locator("#messages .msg .msg-content").all_inner_texts()
             assert texts == ["posted live"]
+        finally:
+            await browser.close()
+
+
+@pytest.mark.skipif(not HAVE_CHROMIUM, reason="Debian's chromium is not installed")
+async def test_a_thread_read_at_its_end_stays_there_as_a_message_grows() -> None:
+    playwright_api = pytest.importorskip("playwright.async_api")
+    async with (
+        serving(simulator_setting="1") as running,
+        playwright_api.async_playwright() as pw,
+    ):
+        web_api = AsyncWebClient(token=BOT_TOKEN, base_url=f"{running.url}/_sim/api/")
+        root = await web_api.chat_postMessage(channel=DEMO_CHANNEL, text="the root")
+        for n in range(12):
+            await web_api.chat_postMessage(
+                channel=DEMO_CHANNEL, thread_ts=root["ts"], text=f"reply {n}"
+            )
+        progress = await web_api.chat_postMessage(
+            channel=DEMO_CHANNEL, thread_ts=root["ts"], text="working: step 1"
+        )
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1000, "height": 600})
+            page.set_default_timeout(10_000)
+            await page.goto(f"{running.url}/_sim/?channel={DEMO_CHANNEL}")
+            await page.wait_for_selector("body[data-live='1']")
+            message = page.locator("#messages .msg", has_text="the root")
+            await message.hover()
+            await message.locator(".open-thread").first.click()
+            panel = page.locator("#thread-messages")
+            await panel.locator(".msg", has_text="working: step 1").wait_for()
+            at_end = "el => el.scrollHeight - el.scrollTop - el.clientHeight < 2"
+            assert await panel.evaluate("el => el.scrollHeight > el.clientHeight")
+            assert await panel.evaluate(at_end)
+
+            steps = "\n".join(f"step {n}" for n in range(2, 30))
+            await web_api.chat_update(channel=DEMO_CHANNEL, ts=progress["ts"], text=steps)
+            await panel.locator(".msg", has_text="step 29").wait_for()
+            assert await panel.evaluate(at_end)
         finally:
             await browser.close()
