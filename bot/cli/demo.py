@@ -31,8 +31,10 @@ from storage.repositories.channels import ChannelSettingsRepository
 log = logging.getLogger(__name__)
 
 DEMO_REPO = "demo/hello"
-# How long a run still working when the demo stops gets to end before it is killed.
-RUN_GRACE_S = 5.0
+# How long an agent at work when the demo stops gets to say so and end (it stops Claude Code
+# within 12 s), and one a worker started while the demo stopped (the side-API is gone then).
+RUN_GRACE_S = 12.0
+LATE_RUN_GRACE_S = 2.0
 DEMO_AGENT = "clarity-fake-claude --default-scenario demo"
 
 _FILES = {
@@ -197,10 +199,17 @@ def run_demo(*, host: str | None, port: int | None) -> int:
             def ready() -> None:
                 print(banner(settings, db, git_root), flush=True)
 
-            try:
-                await serve_app(app, settings.host, settings.port, on_listening=ready)
-            finally:
+            async def stopping() -> None:
+                # While the side-API still answers, so the agents can say they stopped.
                 await stop_runs(clarity.backend)
+
+            try:
+                await serve_app(
+                    app, settings.host, settings.port, on_listening=ready, on_stopping=stopping
+                )
+            finally:
+                # Anything a worker started meanwhile.
+                await stop_runs(clarity.backend, grace_s=LATE_RUN_GRACE_S)
 
         asyncio.run(main())
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -42,9 +42,10 @@ async def serve_app(
     port: int,
     *,
     on_listening: Callable[[], None] | None = None,
+    on_stopping: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Bind, say so (and call `on_listening`), serve until signalled, then drain (requests,
-    then workers)."""
+    then workers). `on_stopping` runs once signalled, while the server still serves."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
@@ -58,6 +59,8 @@ async def serve_app(
         on_listening()
     try:
         await _until_signalled()
+        if on_stopping is not None:
+            await on_stopping()
     finally:
         log.info("stopping: finishing requests and running jobs")
         await runner.cleanup()

@@ -5,9 +5,9 @@ exactly as the README says to start it; the test reads the URL it prints, opens 
 headless Chromium (Debian's /usr/bin/chromium through Playwright) and does what the
 README's "Try it in one minute" says: file a request in #clarity-demo, watch the agent,
 answer its question with a button, see the result and its diff; then cancel a second
-request and retry a third that fails. Every step leaves a screenshot in
+request, retry a third that fails, and leave a fourth working. Every step leaves a screenshot in
 test-output/screenshots/demo-*.png. At the end the demo gets SIGTERM: it must exit 0 and
-leave no process behind (its PostgreSQL, the agents).
+leave no process behind (its PostgreSQL, the agent still at work).
 """
 
 from __future__ import annotations
@@ -136,8 +136,10 @@ async def clarity_demo() -> AsyncIterator[Demo]:
         exited.cancel()
         assert demo.url, f"clarity demo printed no URL:\n{demo.log()}"
         yield demo
+        stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), STOP_TIMEOUT_S)
+        print(f"clarity demo stopped in {time.monotonic() - stopping:.1f}s")
         await asyncio.wait_for(reader, STOP_TIMEOUT_S)
         assert code == 0, f"clarity demo exited {code}:\n{demo.log()}"
         assert "Clarity demo stopped" in demo.log()
@@ -285,6 +287,14 @@ async def test_a_person_tries_clarity_demo_in_a_browser() -> None:
             await thread.locator(".msg", has_text="Retried by").wait_for()
             await thread.locator(".msg", has_text="(run 2)").wait_for()
             await steps.shot("8-retried")
+
+            # 6. An agent still at work when the demo stops is stopped with it (below).
+            await page.locator("#thread-close").click()
+            await _say(page, "/clarity [fake:slow] take all the time you need")
+            fourth = _root(page, "take all the time you need")
+            await _open_thread(page, fourth)
+            await thread.locator(".msg", has_text="still working").wait_for()
+            await steps.shot("9-working")
             print(f"demo steps: {steps.report()}")
         finally:
             await browser.close()
