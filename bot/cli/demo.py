@@ -11,10 +11,13 @@ finishes. The result is the branch in the local repository, shown on the request
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import logging
 import shutil
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,9 +26,11 @@ from bot.cli.database import EMBEDDED_DATABASE, Database, data_dir, resolve_data
 from bot.cli.errors import CliError, settings_or_fail
 from bot.cli.serve import serve_app
 from bot.runner.base import RunnerBackend, SandboxState
+from bot.runner.local import LocalBackend
 from bot.server import build_web_app
 from bot.settings import Settings, with_simulator
 from bot.simulator import DEMO_CHANNEL
+from storage.embedded import EmbeddedPostgres
 from storage.repositories.channels import ChannelSettingsRepository
 
 log = logging.getLogger(__name__)
@@ -171,6 +176,37 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+@contextlib.contextmanager
+def fresh_demo_folder(root: Path) -> Iterator[Path]:
+    """`<data>/demo`, emptied, for this demo alone while it runs.
+
+    Each `clarity demo` starts afresh: its Slack workspace lives in memory, so its database,
+    repository and runs are made anew too, and none of it mixes with `clarity serve`'s in
+    the same data folder. A lock beside it keeps a second demo off the folder; what a demo
+    killed outright left running (its PostgreSQL, agents) is stopped first.
+    """
+    folder = root / "demo"
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / "demo.lock").open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CliError(
+                f"another clarity demo is running with the data folder {root}: stop it first, "
+                "or give this one another CLARITY_DATA_DIR"
+            ) from None
+        if folder.exists():
+            runs = folder / "runs"
+            if runs.exists():
+                asyncio.run(stop_runs(LocalBackend(runs_dir=runs), grace_s=LATE_RUN_GRACE_S))
+            EmbeddedPostgres(folder / "pgdata").stop()
+            shutil.rmtree(folder)
+        folder.mkdir()
+        # As root, PostgreSQL and the agent run as their own users and pass through it.
+        folder.chmod(0o755)
+        yield folder
+
+
 def run_demo(*, host: str | None, port: int | None) -> int:
     """`clarity demo`: blocks until SIGTERM/SIGINT."""
     # Until the server takes over SIGTERM, it stops start-up as Ctrl-C does, so the
@@ -182,37 +218,35 @@ def run_demo(*, host: str | None, port: int | None) -> int:
         settings = settings.model_copy(update={"database_url": None})
     flags = {k: v for k, v in (("host", host), ("port", port)) if v is not None}
     settings = settings.model_copy(update=flags)
-    settings, db = resolve_database(settings)
-    try:
-        git_root = data_dir(settings) / "git"
-        ensure_demo_repository(git_root)
-        settings = demo_settings(settings, git_root)
-
-        async def main() -> None:
-            clarity = build_app(settings, db.url)
-            async with clarity.services.session_factory.begin() as session:
-                channels = ChannelSettingsRepository(session)
-                if await channels.default_repo(DEMO_CHANNEL) is None:
-                    await channels.set_default_repo(DEMO_CHANNEL, DEMO_REPO, "demo")
-            app = build_web_app(clarity, run_workers=True)
-
-            def ready() -> None:
-                print(banner(settings, db, git_root), flush=True)
-
-            async def stopping() -> None:
-                # While the side-API still answers, so the agents can say they stopped.
-                await stop_runs(clarity.backend)
-
-            try:
-                await serve_app(
-                    app, settings.host, settings.port, on_listening=ready, on_stopping=stopping
-                )
-            finally:
-                # Anything a worker started meanwhile.
-                await stop_runs(clarity.backend, grace_s=LATE_RUN_GRACE_S)
-
-        asyncio.run(main())
-    finally:
-        db.release()
+    with fresh_demo_folder(data_dir(settings)) as folder:
+        settings = settings.model_copy(update={"clarity_data_dir": folder})
+        settings, db = resolve_database(settings)
+        try:
+            git_root = folder / "git"
+            ensure_demo_repository(git_root)
+            settings = demo_settings(settings, git_root)
+            asyncio.run(_serve_demo(settings, db, git_root))
+        finally:
+            db.release()
     log.info("Clarity demo stopped")
     return 0
+
+
+async def _serve_demo(settings: Settings, db: Database, git_root: Path) -> None:
+    clarity = build_app(settings, db.url)
+    async with clarity.services.session_factory.begin() as session:
+        await ChannelSettingsRepository(session).set_default_repo(DEMO_CHANNEL, DEMO_REPO, "demo")
+    app = build_web_app(clarity, run_workers=True)
+
+    def ready() -> None:
+        print(banner(settings, db, git_root), flush=True)
+
+    async def stopping() -> None:
+        # While the side-API still answers, so the agents can say they stopped.
+        await stop_runs(clarity.backend)
+
+    try:
+        await serve_app(app, settings.host, settings.port, on_listening=ready, on_stopping=stopping)
+    finally:
+        # Anything a worker started meanwhile.
+        await stop_runs(clarity.backend, grace_s=LATE_RUN_GRACE_S)
