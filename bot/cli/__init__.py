@@ -56,12 +56,18 @@ def _worker(args: argparse.Namespace) -> int:
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "demo",
-        help="the whole loop in a browser: Slack simulator, local agent, demo repository",
+        help="try Clarity in a browser: Slack simulator, local agent, demo repository",
         description=(
-            "Start an embedded database, the server with the Slack simulator at /_sim/, the "
-            "local runner and a demo repository demo/hello; print the URL to open. No Slack, "
-            "GitHub or API key needed (with ANTHROPIC_API_KEY and the claude CLI, the real "
-            "agent works on the demo repository). Honours HOST, PORT and CLARITY_DATA_DIR."
+            "Try Clarity in a browser, with no Slack workspace, GitHub or API key. Starts an "
+            "embedded PostgreSQL, the server with the Slack simulator at /_sim/, the local "
+            "runner and a demo repository demo/hello, then prints the URL to open. Type "
+            "`/clarity add a friendly greeting` in #clarity-demo: a scripted agent works for "
+            "a few seconds, asks which greeting to use (answer with a button) and finishes; "
+            "the thread links to the request's page, which shows the diff. With "
+            "ANTHROPIC_API_KEY set and the claude CLI installed, Claude Code works on the demo "
+            "repository instead. Everything lives in $CLARITY_DATA_DIR/demo, made afresh at "
+            "every start. Honours HOST, PORT and CLARITY_DATA_DIR; Ctrl-C stops it and all "
+            "it started."
         ),
     )
     parser.add_argument("--host", default=None, help="listen address (default $HOST or 0.0.0.0)")
