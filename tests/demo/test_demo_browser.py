@@ -282,6 +282,7 @@ async def test_a_person_tries_clarity_demo_in_a_browser() -> None:
             retry = thread.locator(".msg", has_text="The run failed").locator(
                 ".bk-button", has_text="Retry"
             )
+            await retry.wait_for()
             await steps.shot("7-failed")
             await retry.click()
             await thread.locator(".msg", has_text="Retried by").wait_for()
