@@ -445,7 +445,7 @@ ROUTES: list[Route] = [
         upload=Binary(
             # Taken as bytes whatever it is labelled; gzip'd is what the route checks.
             ("application/gzip", "application/octet-stream"),
-            "A gzip'd tar of the session's transcript files",
+            "A gzip'd tar of the session's transcript files (422 when it is not gzip)",
             headers=(SESSION_ID,),
             limit=lambda settings: settings.clarity_session_limit_bytes,
         ),
@@ -480,7 +480,7 @@ ROUTES: list[Route] = [
         "Uploading again replaces the run's bundle.",
         upload=Binary(
             ("application/octet-stream",),
-            "A git bundle (`git bundle create`)",
+            "A git bundle (`git bundle create`; 422 when it is not one)",
             headers=(RUN_OUTCOME,),
             limit=lambda settings: settings.clarity_bundle_limit_bytes,
         ),

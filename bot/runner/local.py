@@ -375,6 +375,10 @@ class LocalBackend:
             shutil.rmtree(home, ignore_errors=True)  # a start that died half-way
         self._own(work)
         self._own(home)
+        if spec.env.get("GITHUB_GIT_URL", "").startswith("file://"):
+            # A local remote (the demo's, the tests') belongs to another user than the
+            # agent's: git refuses such a repository unless told to trust it.
+            self._trust_local_remotes(home)
         env = with_paths(spec.env, home=str(home), work_dir=str(work))
         env["PATH"] = os.pathsep.join([str(self.runs_dir / BIN), env.get("PATH", "")]).rstrip(
             os.pathsep
@@ -432,6 +436,12 @@ class LocalBackend:
         )
         return ref.id
 
+    def _trust_local_remotes(self, home: Path) -> None:
+        config = home / ".gitconfig"
+        config.write_text("[safe]\n\tdirectory = *\n")
+        if self._account is not None:
+            os.chown(config, self._account.uid, self._account.gid)
+
     def _reap_child(self, process: subprocess.Popen[bytes]) -> None:
         # Our child: wait for it, so it does not linger as a zombie.
         process.wait()
@@ -482,6 +492,10 @@ class LocalBackend:
             await asyncio.sleep(POLL_S)
         log.warning("sandbox %s did not stop within %.0f s: killing it", sandbox_id, grace)
         groups |= self._groups(ref)
+        record = self._record(ref)
+        home = record.get("home") if record else None
+        if isinstance(home, str):
+            groups |= {(p.pgid, p.sid) for p in leftovers(home)}
         for pgid, _sid in sorted(groups):
             _signal_group(pgid, signal.SIGKILL)
         deadline = time.monotonic() + KILL_WAIT_S
@@ -518,6 +532,9 @@ class LocalBackend:
             await self.cancel(sandbox_id)
         home = record.get("home")
         if isinstance(home, str) and home.startswith(str(self.runs_dir)):
+            # An agent that died without stopping Claude Code leaves it running, orphaned:
+            # every process of the run still has the run's own HOME.
+            await kill_leftovers(home)
             await asyncio.to_thread(shutil.rmtree, home, True)
         with contextlib.suppress(FileNotFoundError):
             self._pid_file(ref).unlink()
@@ -557,6 +574,41 @@ class LocalBackend:
             return {}
         pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
         return {k.decode(): v.decode(errors="replace") for k, v in pairs}
+
+
+def leftovers(home: str) -> list[ProcessStat]:
+    """Live processes of a run, found by its HOME (which every process of the run has, even
+    one orphaned in a session of its own): what an agent killed outright leaves behind."""
+    marker = f"HOME={home}".encode()
+    found = []
+    for info in process_table():
+        if not info.running or info.pid == os.getpid():
+            continue
+        try:
+            environ = Path(f"/proc/{info.pid}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(info)
+    return found
+
+
+async def kill_leftovers(home: str) -> int:
+    """SIGKILL the process groups of a finished run's leftovers; how many there were."""
+    found = leftovers(home)
+    for pgid in sorted({p.pgid for p in found}):
+        _signal_group(pgid, signal.SIGKILL)
+    for pid in (p.pid for p in found):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    if found:
+        log.warning("killed %d process(es) a run left behind (HOME %s)", len(found), home)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while time.monotonic() < deadline:
+            if not leftovers(home):
+                break
+            await asyncio.sleep(POLL_S)
+    return len(found)
 
 
 def _quote(text: str) -> str:

@@ -175,7 +175,7 @@ class FakeGitHub:
             return web.json_response({"message": "wrong app"}, status=401)
         if int(request.match_info["installation"]) != self.installation_id:
             return web.json_response({"message": "Not Found"}, status=404)
-        asked = await request.json() if request.can_read_body else None
+        asked = await request.json() if request.body_exists else None
         asked = asked if isinstance(asked, dict) else {}
         token = "ghs_" + secrets.token_hex(18)
         self.tokens.append(token)
