@@ -18,7 +18,6 @@ import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
 
 from agent import credential
 from agent.scrub import Scrubber, tail
@@ -213,7 +212,6 @@ class Checkout:
 
     def sync(self) -> None:
         """Clone the repository into the work folder, or fetch when it is already there."""
-        self._trust_local_remote()
         if os.path.isdir(os.path.join(self.path, ".git")):
             self.git("remote", "set-url", "origin", self.url)
             self.git("fetch", "--prune", "--no-tags", "origin", network=True)
@@ -233,20 +231,6 @@ class Checkout:
             network=True,
             cwd=os.path.dirname(self.path),
         )
-
-    def _trust_local_remote(self) -> None:
-        """A `file://` remote is a repository on this machine that Clarity keeps (`clarity
-        demo`, tests), and the sandbox's user does not own it: git reads a repository someone
-        else owns only when its global config says it is safe (`safe.directory`; a local
-        clone ignores the command line's). That one path is added to the sandbox's own
-        global config, once."""
-        parts = urlsplit(self.url)
-        if parts.scheme != "file" or not self._env.get("HOME"):
-            return
-        path = unquote(parts.path)
-        known = self.git("config", "--global", "--get-all", "safe.directory", check=False, cwd="/")
-        if path not in known.stdout.splitlines():
-            self.git("config", "--global", "--add", "safe.directory", path, cwd="/")
 
     def checkout_branch(self, branch: str) -> bool:
         """Check out the request's branch; returns whether the remote already has it.
