@@ -50,7 +50,7 @@ async def _run_schemathesis(harness: Harness) -> None:
         "--exclude-checks",
         "ignored_auth",
         "--max-examples",
-        "40",
+        "20",
         "--seed",
         "20261205",
         "--request-timeout",
