@@ -1,9 +1,10 @@
-"""Keeping Clarity's own tables small: finished jobs and old delivery ids are pruned.
+"""Keeping Clarity's own tables small: finished jobs, old delivery ids, ended sign-ins.
 
 A `maintenance` job runs every hour (at most one is ever queued, whichever replica asks)
 and deletes finished jobs and remembered inbound deliveries past their retention. Both
 retentions default to 7 days: longer than Slack's retries (minutes) and GitHub's manual
-redelivery window (3 days), so a redelivery still finds its id.
+redelivery window (3 days), so a redelivery still finds its id. It also deletes the
+dashboard's sign-in tokens and web sessions that expired more than a day ago.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bot.workers import JobHandler
 from storage import jobs
 from storage.deliveries import prune_deliveries
 from storage.jobs import ClaimedJob
+from storage.repositories.web_sessions import WebSessionRepository
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,9 @@ class Maintenance:
             )
 
     async def prune(self) -> tuple[int, int]:
-        """Delete what is past its retention; (jobs, deliveries) deleted."""
+        """Delete what is past its retention; (jobs, deliveries) deleted.
+
+        Expired sign-in tokens and web sessions go too (not counted)."""
         settings = self.services.settings
         async with self.services.session_factory.begin() as session:
             pruned_jobs = await jobs.prune_finished(
@@ -46,6 +50,7 @@ class Maintenance:
             pruned_deliveries = await prune_deliveries(
                 session, dt.timedelta(seconds=settings.clarity_delivery_retention_s)
             )
+            await WebSessionRepository(session).purge_expired()
         if pruned_jobs or pruned_deliveries:
             log.info(
                 "pruned %d finished job(s) and %d delivery id(s)", pruned_jobs, pruned_deliveries

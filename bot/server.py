@@ -102,6 +102,7 @@ def build_web_app(clarity: Clarity, *, run_workers: bool | None = None) -> web.A
         admin_user_ids=settings.split(settings.clarity_admin_user_ids),
         session_ttl_s=settings.clarity_web_session_ttl_s,
         scrub=clarity.slack.scrub,
+        git_url=settings.github_git_url,
     )
 
     if settings.clarity_simulator:

@@ -46,7 +46,9 @@ class RecordedMessage:
 # Rows arrive as one JSON array (text, so no driver codec is involved) and are inserted in
 # its order `n`, so identity values ascend with `n`. The barrier locks are taken row by row
 # as the job INSERT reads them, in request order, before each job's conflict check; the
-# jobs go only to requests with a Slack channel. `notified` is joined so that it runs.
+# jobs go only to requests with a Slack channel. `notified` is joined so that it runs;
+# `announced` is one row, joined as such: PostgreSQL drops a LEFT JOIN to a subquery whose
+# columns are unused (join removal), and with it the NOTIFY the dashboard lives on.
 _RECORD = (
     text(
         """
@@ -66,7 +68,7 @@ _RECORD = (
         ORDER BY p.n
         RETURNING id, request_id, created_at
     ), announced AS (
-        SELECT pg_notify(CAST(:events AS text), f.request_id) FROM found f
+        SELECT count(pg_notify(CAST(:events AS text), f.request_id)) AS sent FROM found f
     ), barrier AS (
         SELECT s.request_id,
                pg_advisory_xact_lock_shared(
@@ -85,7 +87,7 @@ _RECORD = (
     SELECT i.id, i.request_id, i.created_at
     FROM inserted i
     LEFT JOIN notified ON true
-    LEFT JOIN (SELECT count(*) AS sent FROM announced) a ON true
+    CROSS JOIN announced
     ORDER BY i.id
     """
     )

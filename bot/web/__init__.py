@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.web import views
 from bot.web.actions import RequestActions
 from bot.web.auth import DEFAULT_SESSION_TTL_S, issue_login_link, session_ttl
+from bot.web.changes import ChangesReader
 from bot.web.render import make_environment
 from bot.web.views import DASHBOARD_KEY, Dashboard, signed_in
 from storage.request_events import RequestEventListener
@@ -32,11 +33,13 @@ def setup(
     admin_user_ids: Collection[str] = (),
     session_ttl_s: int = DEFAULT_SESSION_TTL_S,
     scrub: Callable[[str], str] = lambda text: text,
+    git_url: str | None = None,
 ) -> Dashboard:
     """Add the dashboard's routes to `app`; its event listener runs while the app does.
 
     `scrub` masks secrets in agent text (pass the Slack side's Scrubber); `public_url` is
-    CLARITY_PUBLIC_URL (https there makes the session cookie Secure).
+    CLARITY_PUBLIC_URL (https there makes the session cookie Secure); `git_url` is
+    GITHUB_GIT_URL (a `file://` one: request pages show their branch's diff).
     """
     dash = Dashboard(
         session_factory=session_factory,
@@ -46,6 +49,7 @@ def setup(
         admins=frozenset(admin_user_ids),
         public_url=public_url,
         session_ttl=session_ttl(session_ttl_s),
+        changes=ChangesReader(git_url),
     )
     app[DASHBOARD_KEY] = dash
     listener = dash.listener = RequestEventListener(

@@ -72,6 +72,10 @@ class EventHub:
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_request.values())
 
+    def following(self, request_id: str | None) -> int:
+        """How many streams follow `request_id` (None: list pages)."""
+        return len(self._by_request.get(request_id, ()))
+
     def subscribe(self, subscriber: Subscriber) -> None:
         self._by_request.setdefault(subscriber.request_id, set()).add(subscriber)
 

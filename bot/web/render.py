@@ -81,11 +81,31 @@ def iso(value: dt.datetime | None) -> str:
     return "" if value is None else value.astimezone(dt.UTC).isoformat(timespec="seconds")
 
 
+# git's header lines; none can be a hunk's (those start with a space, +, - or a backslash).
+DIFF_HEADERS = (
+    "+++",
+    "---",
+    "diff ",
+    "index ",
+    "new file mode ",
+    "deleted file mode ",
+    "old mode ",
+    "new mode ",
+    "similarity index ",
+    "dissimilarity index ",
+    "rename from ",
+    "rename to ",
+    "copy from ",
+    "copy to ",
+    "Binary files ",
+)
+
+
 def diff_lines(text: str) -> list[tuple[str, str]]:
     """A unified diff's lines with the class that colours them (add, del, hunk, meta)."""
     out: list[tuple[str, str]] = []
     for line in text.splitlines():
-        if line.startswith(("+++", "---", "diff ", "index ")):
+        if line.startswith(DIFF_HEADERS):
             cls = "meta"
         elif line.startswith("@@"):
             cls = "hunk"
@@ -124,7 +144,7 @@ def make_environment(scrub: Clean) -> Environment:
         clock=clock,
         href=href,
         iso=iso,
-        diff_lines=lambda text: diff_lines(clean(text)),
+        diff_lines=lambda text, limit=FIELD_LIMIT: diff_lines(clean(text, limit)),
         status_label=lambda s: STATUS_LABELS.get(s, str(s)),
         origin_label=lambda o: ORIGIN_LABELS.get(o, str(o)),
         message_label=lambda t: MESSAGE_LABELS.get(t, str(t)),

@@ -27,10 +27,11 @@ from bot.web.auth import (
     csrf_token,
     new_token,
 )
+from bot.web.changes import Changes, ChangesReader
 from bot.web.live import EventHub, Subscriber, stream
 from bot.web.render import clock
 from storage import dashboard
-from storage.models import FeatureRequest, RequestOrigin, RequestStatus, utcnow
+from storage.models import FeatureRequest, MessageType, RequestOrigin, RequestStatus, utcnow
 from storage.repositories.web_sessions import WebSessionRepository
 from storage.request_events import RequestEventListener
 
@@ -93,6 +94,8 @@ class Dashboard:
     admins: frozenset[str]
     public_url: str | None
     session_ttl: dt.timedelta
+    # The request page's changes section (a local branch's diff, or the PR's link).
+    changes: ChangesReader = field(default_factory=lambda: ChangesReader(None))
     hub: EventHub = field(default_factory=EventHub)
     static: dict[str, StaticFile] = field(default_factory=load_static)
     listener: RequestEventListener | None = None
@@ -268,7 +271,11 @@ def issue_url(request: FeatureRequest) -> str | None:
 
 
 def _request_context(
-    dash: Dashboard, viewer: Viewer, page: dashboard.RequestPage, notice: str | None
+    dash: Dashboard,
+    viewer: Viewer,
+    page: dashboard.RequestPage,
+    notice: str | None,
+    changes: Changes | None = None,
 ) -> dict[str, Any]:
     request = page.request
     allowed = rules.may_act(viewer.user_id, request, dash.admins)
@@ -282,6 +289,7 @@ def _request_context(
         "show_cancel": allowed and rules.can_cancel(request),
         "notice": notice,
         "csrf": viewer.csrf,
+        "changes": changes,
     }
 
 
@@ -308,12 +316,13 @@ async def request_view(
     status: int = 200,
 ) -> web.StreamResponse:
     page = await _load(dash, request.match_info["request_id"], latest=_latest(request))
+    changes = await dash.changes.for_request(page.request)
     return dash.render(
         "request.html",
         request,
         viewer,
         status=status,
-        **_request_context(dash, viewer, page, notice),
+        **_request_context(dash, viewer, page, notice, changes),
     )
 
 
@@ -331,7 +340,15 @@ async def request_live(request: web.Request, dash: Dashboard, viewer: Viewer) ->
     page = await _load(
         dash, request.match_info["request_id"], after, _latest(request) if after == 0 else None
     )
-    context = _request_context(dash, viewer, page, None)
+    # The changes section is read again (git) only on a full refresh or when the branch
+    # may have moved: a pull request message newer than the page's newest agent step.
+    published = any(
+        entry.id > after and entry.type in (MessageType.PR_CREATED, MessageType.PR_UPDATED)
+        for entry in page.conversation
+    )
+    fresh_changes = after == 0 or published
+    changes = await dash.changes.for_request(page.request) if fresh_changes else None
+    context = _request_context(dash, viewer, page, None, changes)
     env = dash.env
     header = env.get_template("_request_header.html").render(**context)
     conversation = env.get_template("_conversation.html").render(**context)
@@ -355,6 +372,11 @@ async def request_live(request: web.Request, dash: Dashboard, viewer: Viewer) ->
             "runs": runs,
             "last": page.last_message_id,
             "updated": clock(utcnow()),
+            **(
+                {"changes": env.get_template("_changes.html").render(**context)}
+                if fresh_changes
+                else {}
+            ),
         },
         headers=SECURITY_HEADERS,
     )
@@ -488,7 +510,6 @@ async def login(request: web.Request) -> web.StreamResponse:
         identity = await repo.spend_login_token(token)
         if identity is not None:
             await repo.start_session(session_token, identity, ttl=dash.session_ttl)
-            await repo.purge_expired()
     if identity is None:
         return _link_refused(dash, request)
     response = redirect(_next_path(request))

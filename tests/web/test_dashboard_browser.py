@@ -1,17 +1,20 @@
-"""The dashboard in headless Chromium against the real server and database.
+"""The dashboard in headless Chromium against the real server, database and lifecycle.
 
-Sign in through the link from Slack → the list → a filter → a request's page → agent
-activity written to the database appears without a reload → Cancel → the page shows the
-new status. A screenshot of each page goes to test-output/screenshots/.
+Sign in through the link `/clarity dashboard` sends → the list → a filter → a request's
+page → agent activity posted through the side-API appears without a reload → Cancel → the
+page shows the new status and the request's Slack thread is told. A screenshot of each page
+goes to test-output/screenshots/.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from playwright.async_api import expect
 
 from storage.models import MessageType, RequestOrigin, RequestStatus
+from tests.slack.fake_slack import TEAM_ID
 from tests.web.conftest import Served, ago, screenshot_path
 
 expect.set_options(timeout=5_000)
@@ -30,18 +33,32 @@ DIFF = "\n".join(
         " def allowed(key):",
     ]
 )
+SLACK_LINK = re.compile(r"<(http[^|>]+)\|Open the Clarity dashboard>")
 
 
-async def _seed(served: Served) -> None:
-    await served.add_request(
-        "req-rate",
-        title="Add rate limiting to the public API",
-        description="Add rate limiting to the public API: 100 requests a minute per key.",
-        status=RequestStatus.PROCESSING,
-        cost_usd=182,
-        duration_ms=312_000,
-        created_at=ago(minutes=30),
+async def _file_in_slack(served: Served) -> str:
+    """The request under test is filed with /clarity, so it has a real thread in Slack."""
+    slack = served.clarity
+    sent = await slack.sender.command(
+        "acme/app Add rate limiting to the public API\n"
+        "100 requests a minute per key, counted in a sliding window.",
+        user="U0REQ1",
+        user_name="Ada Lovelace",
+        channel="C0CHAN",
+        channel_name="eng",
     )
+    assert sent.status == 200, sent.text
+    await slack.settle()
+    await slack.run_jobs()
+    [request] = await slack.requests()
+    assert request.slack_thread_ts is not None
+    return request.request_id
+
+
+async def _seed(served: Served) -> str:
+    rid = await _file_in_slack(served)
+    # The agent's first run reports in, through the side-API.
+    await served.report_status(rid, RequestStatus.PROCESSING, costUsd=1.82, durationMs=312_000)
     await served.add_request(
         "req-docs",
         repo="acme/docs",
@@ -71,7 +88,6 @@ async def _seed(served: Served) -> None:
         duration_ms=185_000,
         created_at=ago(days=1),
     )
-    rid = "req-rate"
     await served.add_message(
         rid, MessageType.AGENT_THINKING, "Looking at how requests reach the API first."
     )
@@ -91,12 +107,27 @@ async def _seed(served: Served) -> None:
         "modified app/limits.py",
         {"filePath": "app/limits.py", "fileAction": "modified", "diffPreview": DIFF},
     )
+    return rid
+
+
+async def _link_from_slack(served: Served) -> str:
+    """`/clarity dashboard`: the sign-in link, as it reaches the person (privately)."""
+    sent = await served.clarity.sender.command(
+        "dashboard", user="U0REQ1", user_name="Ada Lovelace", channel="C0CHAN"
+    )
+    assert sent.status == 200
+    await served.clarity.settle()
+    answer = served.slack.responses[-1]
+    assert answer["response_type"] == "ephemeral"
+    found = SLACK_LINK.search(answer["text"])
+    assert found is not None, answer["text"]
+    return found.group(1)
 
 
 async def test_sign_in_list_filter_request_live_update_and_cancel(
     served: Served, browser: Any
 ) -> None:
-    await _seed(served)
+    rid = await _seed(served)
     context = await browser.new_context(viewport={"width": 1280, "height": 900})
     page = await context.new_page()
     page.on("dialog", lambda dialog: dialog.accept())
@@ -107,7 +138,7 @@ async def test_sign_in_list_filter_request_live_update_and_cancel(
         await page.screenshot(path=screenshot_path("signin"))
 
         # The link from Slack opens a page with one button; pressing it signs in.
-        await page.goto(await served.login_link())
+        await page.goto(await _link_from_slack(served))
         await page.screenshot(path=screenshot_path("login"))
         await page.get_by_role("button", name="Sign in").click()
         await expect(page).to_have_url(served.url + "/requests")
@@ -125,6 +156,7 @@ async def test_sign_in_list_filter_request_live_update_and_cancel(
         # The list follows changes by itself: a new request appears without a reload.
         await page.goto(served.url + "/requests")
         await page.evaluate("window.__sameDocument = true")
+        await served.following(None)
         await served.add_request("req-new", title="Nightly export to S3", created_at=ago(seconds=1))
         await expect(rows).to_have_count(4)
         assert await page.evaluate("window.__sameDocument") is True
@@ -138,15 +170,17 @@ async def test_sign_in_list_filter_request_live_update_and_cancel(
         await expect(page.locator(".d-add").first).to_have_text("+LIMIT = 100")
         await expect(page.locator(".d-del").first).to_have_text("-LIMIT = 10")
         slack = page.get_by_role("link", name="Slack thread")
-        assert "app_redirect?team=T0TEAM&channel=C0CHAN" in (
+        # The team is the one the sign-in link was asked for in.
+        assert f"app_redirect?team={TEAM_ID}&channel=C0CHAN" in (
             await slack.get_attribute("href") or ""
         )
         await page.evaluate("window.__sameDocument = true")
 
-        # Agent activity written to the database shows up without a reload, as text.
-        await served.add_message("req-rate", MessageType.AGENT_THINKING, HOSTILE)
+        # Agent activity posted through the side-API shows up without a reload, as text.
+        await served.following(rid)
+        await served.add_message(rid, MessageType.AGENT_THINKING, HOSTILE)
         await served.add_message(
-            "req-rate",
+            rid,
             MessageType.AGENT_SUMMARY,
             "Rate limiting added with a sliding window; tests pass.",
             {"costCents": 182, "durationMs": 312000},
@@ -160,12 +194,21 @@ async def test_sign_in_list_filter_request_live_update_and_cancel(
         assert await page.locator("#runs b").count() == 0
         await page.screenshot(path=screenshot_path("request"), full_page=True)
 
-        # Cancel (after the confirm dialog): the page shows the new status.
+        # Cancel (after the confirm dialog), through the lifecycle: the page shows the new
+        # status, and the request's Slack thread is told once Slack's jobs run.
+        await served.clarity.run_jobs()  # what Slack had to hear before (progress)
+        before = len(served.slack.calls("chat.postMessage"))
         await page.get_by_role("button", name="Cancel request").click()
         await expect(page.locator("#status")).to_have_text("Cancelled")
         await expect(page.locator("#conversation")).to_contain_text("Cancelled by Ada Lovelace")
-        assert served.actions.calls == [("cancel", "req-rate", "U0REQ1")]
+        assert served.actions.calls == [("cancel", rid, "U0REQ1")]
         await expect(page.get_by_role("button", name="Cancel request")).to_have_count(0)
+        request = await served.clarity.request(rid)
+        assert request.status == RequestStatus.CANCELLED
+        await served.clarity.run_jobs()
+        [told] = served.slack.calls("chat.postMessage")[before:]
+        assert (told["channel"], told["thread_ts"]) == ("C0CHAN", request.slack_thread_ts)
+        assert "Cancelled by Ada Lovelace" in told["text"]
 
         # Stats, and the same pages at phone width in the dark.
         await page.goto(served.url + "/stats?days=30")
@@ -208,6 +251,7 @@ async def test_a_page_updates_the_status_live_and_keyboard_reaches_everything(
         await page.keyboard.press("Enter")
         await expect(page).to_have_url(served.url + "/requests/req-k#main")
 
+        await served.following("req-k")
         await served.set_status("req-k", RequestStatus.ERROR)
         await expect(page.locator("#status")).to_have_text("Failed")
         await expect(page.get_by_role("button", name="Retry")).to_be_visible()

@@ -9,10 +9,10 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from storage.models import MessageType, RequestStatus
 from storage.repositories.web_sessions import token_hash
+from tests.slack.fake_slack import FakeSlack
 from tests.web.conftest import ADMIN, Served, serve
 
 PAGES = ["/requests", "/requests/req-1", "/stats", "/requests?status=error"]
@@ -170,7 +170,7 @@ async def test_pages_carry_security_headers_and_agent_html_is_text(served: Serve
         "out",
         {"toolName": "Bash", "toolOutput": "<script>alert(1)</script>"},
     )
-    await served.add_message(
+    await served.record_message(
         "req-1", MessageType.PROCESSING_UPDATE, "x", {"prUrl": "javascript:alert(1)"}
     )
     client = await served.client()
@@ -286,12 +286,13 @@ async def test_signing_out_ends_the_session_and_its_streams(served: Served) -> N
 
 
 @pytest.fixture
-async def served_https(
-    engine: AsyncEngine, session_factory: async_sessionmaker[AsyncSession]
-) -> AsyncIterator[Served]:
-    async for value in serve(
-        engine, session_factory, public_url="https://clarity.example.com", session_ttl_s=3600
-    ):
+async def served_https(db_url: str, fake_slack: FakeSlack) -> AsyncIterator[Served]:
+    async with serve(
+        db_url,
+        fake_slack,
+        clarity_public_url="https://clarity.example.com",
+        clarity_web_session_ttl_s=3600,
+    ) as value:
         yield value
 
 

@@ -117,6 +117,7 @@
     return get(url, true).then(function (data) {
       swap("request-header", data.header);
       swap("conversation", data.conversation);
+      if (typeof data.changes === "string") swap("changes-live", data.changes);
       var runs = document.getElementById("runs");
       if (full) {
         // Keep open/closed as the reader left them.
