@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from bot.requests.display import duration, money
 from bot.scrub import SLACK_BLOCK_LIMIT, truncate
 from storage.lifecycle import FINAL
 from storage.models import FeatureRequest, MessageType, RequestMessage, RequestStatus
@@ -99,26 +100,6 @@ def _button(
 
 def status_label(status: RequestStatus) -> str:
     return STATUS_LABELS[status]
-
-
-def money(cents: int | float | None) -> str:
-    return "—" if cents is None else f"${cents / 100:,.2f}"
-
-
-def duration(ms: int | float | None) -> str:
-    """Human duration: 850ms, 42s, 4m 12s, 1h 3m."""
-    if ms is None:
-        return "—"
-    if ms < 1000:
-        return f"{int(ms)}ms"
-    seconds = int(ms // 1000)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m"
 
 
 def who(message: RequestMessage) -> str:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
-from bot.web.render import money
+from bot.requests.display import money
 from storage.dashboard import OUTCOMES, Ranked, Stats
 
 OUTCOME_LABELS = {

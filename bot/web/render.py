@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
+from bot.requests.display import duration, money
 from storage.models import MessageType, RequestOrigin, RequestStatus
 
 Clean = Callable[[str], str]
@@ -58,41 +59,6 @@ MESSAGE_LABELS: dict[MessageType, str] = {
 # that straddles the cut is still masked.
 FIELD_LIMIT = 20_000
 SCRUB_MARGIN = 4_096
-
-
-def _number(value: object) -> float | None:
-    """A number from a column or from agent-written metadata (which may hold anything)."""
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, int | float):
-        return float(value)
-    try:
-        return float(str(value))
-    except ValueError:
-        return None
-
-
-def money(cents: object) -> str:
-    """Cents as dollars: $1,234.56, or a dash."""
-    value = _number(cents)
-    return "—" if value is None else f"${value / 100:,.2f}"
-
-
-def duration(milliseconds: object) -> str:
-    """Human duration: 850ms, 42s, 4m 12s, 1h 3m."""
-    ms = _number(milliseconds)
-    if ms is None or ms < 0:
-        return "—"
-    if ms < 1000:
-        return f"{int(ms)}ms"
-    seconds = int(ms // 1000)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m {seconds}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m"
 
 
 def when(value: dt.datetime | None) -> str:
