@@ -338,6 +338,8 @@ async def running_loop(
     git_url: str | None = None,
     step_s: float | None = None,
     start_workers: bool = True,
+    progress_interval_s: float = 0.2,
+    workers: int = 3,
     **settings: Any,
 ) -> AsyncIterator[Loop]:
     """Clarity on 127.0.0.1 with background workers, the local backend and the fakes."""
@@ -391,7 +393,7 @@ async def running_loop(
                 graph = build_app(
                     config,
                     services=build_services(config, db_url, pool_size=5, max_overflow=20),
-                    progress_interval_s=0.2,
+                    progress_interval_s=progress_interval_s,
                 )
                 graph.watcher.period_s = watch_period_s
                 server = TestServer(build_web_app(graph, run_workers=False), port=port)
@@ -422,7 +424,7 @@ async def running_loop(
                     pool = WorkerPool(
                         graph.services,
                         handlers,
-                        concurrency=3,
+                        concurrency=workers,
                         poll_interval_s=0.2,
                         backoff=Backoff(base_s=0.2, cap_s=2.0),
                         worker_id=f"{socket.gethostname()}:{os.getpid()}:test",
