@@ -117,7 +117,8 @@ def repo_link(request: FeatureRequest) -> str:
 def pr_link(request: FeatureRequest) -> str | None:
     if not request.pr_url:
         return None
-    label = f"#{request.pr_number}" if request.pr_number else "pull request"
+    # A local branch (the demo) has no PR number: its changes are on the request page.
+    label = f"#{request.pr_number}" if request.pr_number else "see the changes"
     return f"<{request.pr_url}|{label}>"
 
 
