@@ -48,6 +48,24 @@ class Settings(BaseSettings):
     clarity_agent_cli: str = "claude"
     # The agent's container image (docker, kubernetes).
     clarity_agent_image: str | None = None
+    # The docker backend: the engine, the agents' network and one container's limits.
+    docker_host: str | None = None
+    clarity_docker_network: str = "bridge"
+    clarity_docker_cpus: float = Field(default=1.0, gt=0)
+    clarity_docker_memory: str = "2g"
+    clarity_docker_pids: int = Field(default=512, ge=16)
+    # The kubernetes backend: where Jobs go, how to reach the API from outside a cluster,
+    # an agent pod's resources, and its time limits.
+    clarity_k8s_namespace: str | None = None
+    clarity_k8s_api_url: str | None = None
+    clarity_k8s_token: SecretStr | None = None
+    clarity_k8s_ca_cert: str | None = None
+    clarity_k8s_cpu_request: str = "250m"
+    clarity_k8s_cpu_limit: str = "1"
+    clarity_k8s_memory: str = "2Gi"
+    clarity_k8s_pending_timeout_s: int = Field(default=300, ge=10)
+    clarity_k8s_job_ttl_s: int = Field(default=3600, ge=0)
+    clarity_k8s_service_account: str | None = None
     # A request's spending limit unless the person asks for another, and the most they may.
     clarity_budget_usd: float = Field(default=10.0, gt=0)
     clarity_max_budget_usd: float = Field(default=50.0, gt=0)
@@ -141,6 +159,7 @@ class Settings(BaseSettings):
             "github_webhook_secret",
             "clarity_api_token",
             "anthropic_api_key",
+            "clarity_k8s_token",
         ]
         values = [self.secret(n) for n in names]
         return [v for v in values if v and len(v) >= 8]

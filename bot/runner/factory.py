@@ -39,8 +39,36 @@ def _module_backend(name: str, class_name: str, settings: Settings) -> RunnerBac
         raise RunnerNotAvailableError(
             f"CLARITY_RUNNER={name} needs CLARITY_AGENT_IMAGE (the agent's container image)"
         )
-    backend_class = getattr(module, class_name)
-    backend: RunnerBackend = backend_class(image=settings.clarity_agent_image)
+    image = settings.clarity_agent_image
+    backend: RunnerBackend
+    if name == "docker":
+        backend = module.DockerBackend(
+            image=image,
+            docker_url=settings.docker_host,
+            network=settings.clarity_docker_network,
+            limits=module.DockerLimits(
+                cpus=settings.clarity_docker_cpus,
+                memory=settings.clarity_docker_memory,
+                pids=settings.clarity_docker_pids,
+            ),
+        )
+    else:
+        backend = module.KubernetesBackend(
+            image=image,
+            namespace=settings.clarity_k8s_namespace,
+            api_url=settings.clarity_k8s_api_url,
+            token=settings.secret("clarity_k8s_token"),
+            ca_cert=settings.clarity_k8s_ca_cert,
+            resources=module.KubernetesResources(
+                cpu_request=settings.clarity_k8s_cpu_request,
+                cpu_limit=settings.clarity_k8s_cpu_limit,
+                memory=settings.clarity_k8s_memory,
+            ),
+            ttl_after_finished_s=settings.clarity_k8s_job_ttl_s,
+            pending_timeout_s=settings.clarity_k8s_pending_timeout_s,
+            service_account=settings.clarity_k8s_service_account,
+        )
+    assert class_name == type(backend).__name__
     return backend
 
 
