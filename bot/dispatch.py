@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import shlex
+import shutil
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -43,7 +45,7 @@ from bot.runner.http import (
     RunnerUnavailableError,
     retry_after_seconds,
 )
-from bot.runner.local import LocalBackendError
+from bot.runner.local import PROVIDED_PROGRAMS, LocalBackend, LocalBackendError
 from bot.runner.watch import RunWatcher
 from bot.services import NotConfiguredError, Services
 from bot.workers import JobHandler, PermanentJobError
@@ -122,9 +124,8 @@ def _entry(message: RequestMessage) -> dict[str, Any]:
 
 
 NO_RUNNER = (
-    "No runner is configured, so no agent can work on this request: the Clarity admin must "
-    'set RUNNER_URL for CLARITY_RUNNER=http (see README, "Runs"). Retrying will not help '
-    "until then."
+    "No agent can work on this request: {problem}. The Clarity admin must set this up "
+    '(see README, "Runs"); retrying will not help until then.'
 )
 
 TrackingIssueFirst = Callable[[str], Awaitable[None]]
@@ -186,7 +187,24 @@ class Dispatcher:
     @property
     def configured(self) -> bool:
         """Whether jobs have somewhere to go."""
-        return configured(self.backend)
+        return self.problem is None
+
+    @property
+    def problem(self) -> str | None:
+        """Why no run can happen here, in a sentence a person can act on; None when one can."""
+        settings = self.services.settings
+        if not configured(self.backend):
+            return "no runner is configured (CLARITY_RUNNER=http needs RUNNER_URL)"
+        if isinstance(self.backend, LocalBackend):
+            words = shlex.split(settings.clarity_agent_cli or "")
+            provided = words and words[0] in PROVIDED_PROGRAMS
+            if not words or not (provided or shutil.which(words[0])):
+                return (
+                    f"the agent's CLI `{words[0] if words else ''}` (CLARITY_AGENT_CLI) is not "
+                    "installed on this machine: install Claude Code "
+                    "(npm install -g @anthropic-ai/claude-code)"
+                )
+        return None
 
     @property
     def capped(self) -> bool:
@@ -319,7 +337,9 @@ class Dispatcher:
             if kind != DispatchKind.CANCEL.value:
                 async with self.services.session_factory.begin() as session:
                     await self._finish_run(session, request_id, attempt, "failed", "no runner")
-                    await self.lifecycle.run_failed(session, request_id, "NO_RUNNER", NO_RUNNER)
+                    await self.lifecycle.run_failed(
+                        session, request_id, "NO_RUNNER", NO_RUNNER.format(problem=self.problem)
+                    )
             return
         if kind == DispatchKind.CANCEL.value:
             await self.run_cancel(job)

@@ -118,10 +118,11 @@ def build_web_app(clarity: Clarity, *, run_workers: bool | None = None) -> web.A
     start = services.settings.clarity_run_workers if run_workers is None else run_workers
 
     async def on_startup(_: web.Application) -> None:
-        if not clarity.dispatcher.configured:
+        if clarity.dispatcher.problem is not None:
             log.warning(
-                "no runner is configured (RUNNER_URL is not set): requests will be recorded "
-                "and answered with an error saying so"
+                "no agent can run: %s; requests will be recorded and answered with an error "
+                "saying so",
+                clarity.dispatcher.problem,
             )
         # The sweeps re-queue themselves; this covers a database that has none queued (any
         # replica's workers run them).

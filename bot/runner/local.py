@@ -65,6 +65,10 @@ PIDS = ".pids"
 BIN = ".bin"
 
 
+# Programs this backend puts on the sandbox's PATH itself (whatever the machine's PATH has).
+PROVIDED_PROGRAMS = {"clarity-agent": "agent", "clarity-fake-claude": "agent.fake_claude"}
+
+
 class LocalBackendError(RuntimeError):
     """The local backend cannot run the agent here (the message says why, for a person)."""
 
@@ -296,8 +300,7 @@ class LocalBackend:
     def _write_bin(self, python: str, root: Path) -> None:
         """`clarity-agent` and `clarity-fake-claude` for the sandbox's PATH, runnable by
         the agent's user whatever the installation's own scripts point at."""
-        scripts = (("clarity-agent", "agent"), ("clarity-fake-claude", "agent.fake_claude"))
-        for name, module in scripts:
+        for name, module in PROVIDED_PROGRAMS.items():
             path = self.runs_dir / BIN / name
             text = (
                 "#!/bin/sh\n"

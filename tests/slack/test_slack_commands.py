@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import func, select
 
 from bot.dispatch import DISPATCH_JOB
@@ -229,16 +230,24 @@ async def test_allowlist_refuses_others_politely(db_url: str, fake_slack: FakeSl
         assert deliveries == 1
 
 
+@pytest.mark.parametrize(
+    ("settings", "said"),
+    [
+        ({"runner_url": None, "clarity_runner": "http"}, "no runner is configured"),
+        (
+            {"clarity_runner": "local", "clarity_agent_cli": "no-such-claude-cli --x"},
+            "`no-such-claude-cli` (CLARITY_AGENT_CLI) is not installed",
+        ),
+    ],
+)
 async def test_without_a_runner_the_person_is_told_plainly_and_gets_no_retry_button(
-    db_url: str, fake_slack: FakeSlack
+    db_url: str, fake_slack: FakeSlack, settings: dict[str, object], said: str
 ) -> None:
     async with running_clarity(
-        db_url,
-        fake_slack,
-        handlers=lambda graph: graph.jobs,
-        runner_url=None,
-        clarity_runner="http",
+        db_url, fake_slack, handlers=lambda graph: graph.jobs, **settings
     ) as clarity:
+        assert clarity.graph.dispatcher.problem is not None
+        assert said in clarity.graph.dispatcher.problem
         request = await clarity.file()
         await clarity.run_jobs()
         request = await clarity.request(request.request_id)
@@ -246,7 +255,7 @@ async def test_without_a_runner_the_person_is_told_plainly_and_gets_no_retry_but
         error = (await clarity.messages(request.request_id))[-1]
         assert error.metadata_ is not None and error.metadata_["errorCode"] == "NO_RUNNER"
         posted = [c for c in fake_slack.calls("chat.postMessage") if c.get("thread_ts")]
-        failure = next(c for c in posted if "No runner is configured" in json.dumps(c["blocks"]))
+        failure = next(c for c in posted if said in json.dumps(c["blocks"]))
         actions = [
             e["action_id"]
             for block in failure["blocks"]
