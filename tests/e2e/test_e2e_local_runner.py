@@ -46,7 +46,7 @@ async def test_slack_to_agent_to_bundle_with_a_question_on_the_way(db_url: str) 
 
         stored = await loop.wait_for(lambda: loop.bundle(rid, 2), "the finished run's bundle")
         assert stored.label == "completed"
-        await loop.wait_for(lambda: _published(loop, rid, 2), "the stand-in publish")
+        await loop.wait_for(lambda: _published(loop, rid, 2), "the publish")
         branch = next(
             line.split()[1].removeprefix("refs/heads/")
             for line in git("--git-dir", str(loop.remote), "show-ref").splitlines()
