@@ -165,8 +165,12 @@ class Account:
 
 
 def agent_root() -> Path:
-    """The folder the `agent` package is in (what PYTHONPATH must name)."""
-    spec = importlib.util.find_spec("agent")
+    """The folder the `agent` package is in (what PYTHONPATH must name): installed beside
+    `bot` (a checkout, or site-packages), else wherever Python finds it."""
+    beside = Path(__file__).resolve().parents[2]
+    if (beside / "agent" / "cli.py").is_file():
+        return beside
+    spec = importlib.util.find_spec("agent.cli")
     if spec is None or spec.origin is None:
         raise LocalBackendError("the agent program (package `agent`) is not installed")
     return Path(spec.origin).resolve().parent.parent
