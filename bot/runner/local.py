@@ -384,6 +384,11 @@ class LocalBackend:
             # agent's: git refuses such a repository unless told to trust it.
             self._trust_local_remotes(home)
         env = with_paths(spec.env, home=str(home), work_dir=str(work))
+        # The run's temporary files go with its HOME when it is reaped, even when the agent
+        # was killed before it could clean up.
+        tmp = home / "tmp"
+        self._own(tmp)
+        env["TMPDIR"] = str(tmp)
         env["PATH"] = os.pathsep.join([str(self.runs_dir / BIN), env.get("PATH", "")]).rstrip(
             os.pathsep
         )
