@@ -209,7 +209,7 @@ class Dispatcher:
     @property
     def capped(self) -> bool:
         """Whether runs take a slot (sandbox backends; an outside runner has its own rules)."""
-        return not isinstance(self.backend, HttpBackend)
+        return not delivers_cancel(self.backend)
 
     async def build_payload(
         self, session: AsyncSession, row: FeatureRequest, *, kind: str, attempt: int
@@ -304,7 +304,8 @@ class Dispatcher:
                 await self._wait_for_turn(session, run, kind, job.payload)
             await self.ensure_watchdog(session)
             payload = await self.build_payload(session, row, kind=kind, attempt=attempt)
-            env = await self._environment(session, row)
+            # An outside runner gets the job document only; its sandbox is its own.
+            env = await self._environment(session, row) if self.capped else {}
             if run is not None:
                 await runs.update(
                     run.id, state="starting", backend=self.backend.name, started_at=utcnow()

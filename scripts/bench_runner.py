@@ -22,6 +22,7 @@ import asyncio
 import datetime as dt
 import os
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -219,18 +220,21 @@ def main() -> int:
     folder.chmod(0o755)
     (folder / "emitter.py").write_text(EMITTER)
     (folder / "emitter.py").chmod(0o644)
-    with session_server() as server:
-        template = build_template(server)
-        with fresh_database(server, template=template) as db_url:
-            found = asyncio.run(latency(db_url, args.runs, folder))
-        d, f = found["dispatch"], found["filed"]
-        print(f"\n{len(d)} runs one after another (local backend, agent program, stand-in CLI)")
-        print(f"  dispatch → first event stored: p50 {pct(d, 50) * 1000:.0f} ms, "
-              f"p99 {pct(d, 99) * 1000:.0f} ms")  # fmt: skip
-        print(f"  filed → first event stored:    p50 {pct(f, 50) * 1000:.0f} ms, "
-              f"p99 {pct(f, 99) * 1000:.0f} ms")  # fmt: skip
-        with fresh_database(server, template=template) as db_url:
-            asyncio.run(load(db_url, args.concurrent, args.events, args.pause, folder))
+    try:
+        with session_server() as server:
+            template = build_template(server)
+            with fresh_database(server, template=template) as db_url:
+                found = asyncio.run(latency(db_url, args.runs, folder))
+            d, f = found["dispatch"], found["filed"]
+            print(f"\n{len(d)} runs one after another (local backend, agent, stand-in CLI)")
+            print(f"  dispatch → first event stored: p50 {pct(d, 50) * 1000:.0f} ms, "
+                  f"p99 {pct(d, 99) * 1000:.0f} ms")  # fmt: skip
+            print(f"  filed → first event stored:    p50 {pct(f, 50) * 1000:.0f} ms, "
+                  f"p99 {pct(f, 99) * 1000:.0f} ms")  # fmt: skip
+            with fresh_database(server, template=template) as db_url:
+                asyncio.run(load(db_url, args.concurrent, args.events, args.pause, folder))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 

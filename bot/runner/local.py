@@ -169,8 +169,12 @@ class Account:
 
 
 def agent_root() -> Path:
-    """The folder the `agent` package is in (what PYTHONPATH must name)."""
-    spec = importlib.util.find_spec("agent")
+    """The folder the `agent` package is in (what PYTHONPATH must name): installed beside
+    `bot` (a checkout, or site-packages), else wherever Python finds it."""
+    beside = Path(__file__).resolve().parents[2]
+    if (beside / "agent" / "cli.py").is_file():
+        return beside
+    spec = importlib.util.find_spec("agent.cli")
     if spec is None or spec.origin is None:
         raise LocalBackendError("the agent program (package `agent`) is not installed")
     return Path(spec.origin).resolve().parent.parent
@@ -383,6 +387,11 @@ class LocalBackend:
             # agent's: git refuses such a repository unless told to trust it.
             self._trust_local_remotes(home)
         env = with_paths(spec.env, home=str(home), work_dir=str(work))
+        # The run's temporary files go with its HOME when it is reaped, even when the agent
+        # was killed before it could clean up.
+        tmp = home / "tmp"
+        self._own(tmp)
+        env["TMPDIR"] = str(tmp)
         env["PATH"] = os.pathsep.join([str(self.runs_dir / BIN), env.get("PATH", "")]).rstrip(
             os.pathsep
         )

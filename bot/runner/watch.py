@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.requests.actions import RequestLifecycle
 from bot.runner.base import RunnerBackend, SandboxState, SandboxStatus
-from bot.runner.factory import owns, scope
+from bot.runner.factory import delivers_cancel, owns, scope
 from bot.runner.local import SandboxRef
 from bot.services import Services
 from bot.workers import JobHandler
@@ -72,6 +72,13 @@ def run_name(run: Run) -> str:
     return f"{run.request_id}:{run.attempt}"
 
 
+def _state_of(request: FeatureRequest | None) -> str:
+    """How a run whose sandbox cannot be seen ended, by what became of its request."""
+    if request is None or request.status == RequestStatus.CANCELLED:
+        return "cancelled"
+    return "failed" if request.status == RequestStatus.ERROR else "succeeded"
+
+
 def host_of(sandbox_id: str) -> str | None:
     """The machine a machine-bound sandbox (local) runs on; None for any other."""
     ref = SandboxRef.parse(sandbox_id)
@@ -102,6 +109,11 @@ class RunWatcher:
         self.scope = scope(backend)
         # This machine's watcher when the backend's sandboxes are the machine's own.
         self.kind = WATCH_JOB if self.scope is None else f"{WATCH_JOB}@{self.scope}"
+
+    @property
+    def outside(self) -> bool:
+        """An outside runner (http): its sandboxes are not this process's to see."""
+        return delivers_cancel(self.backend)
 
     # --- the jobs ------------------------------------------------------------------------
 
@@ -180,6 +192,16 @@ class RunWatcher:
                     log.warning("could not observe sandbox %s", sandbox, exc_info=True)
                     continue
                 request = await FeatureRequestRepository(session).find_by_request_id(run.request_id)
+                if (
+                    not status.finished
+                    and self.outside
+                    and (request is None or await self._reported(session, run, request))
+                ):
+                    # An outside runner's sandbox cannot be seen: the run is over once its
+                    # outcome is known.
+                    await runs.finish(run.id, _state_of(request))
+                    done.ended.append(run_name(run))
+                    continue
                 if not status.finished:
                     done.alive.append(run_name(run))
                     await runs.heartbeat([run.id])

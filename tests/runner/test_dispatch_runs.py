@@ -328,3 +328,30 @@ def test_the_backend_is_chosen_by_clarity_runner(tmp_path: Any) -> None:
         else:
             with pytest.raises(RunnerNotAvailableError, match="CLARITY_AGENT_IMAGE"):
                 make(clarity_runner=name)
+
+
+async def test_runs_of_an_outside_runner_end_with_their_reports(db_url: str) -> None:
+    async with running_clarity(db_url) as h:
+        asking, failing, working = [await _file(h, f"Request {n}") for n in range(3)]
+        await h.run_jobs()
+        tokens = {c.body["requestId"]: c.body["apiToken"] for c in h.runner.accepted}
+        for rid in (asking, failing, working):
+            (run,) = await _runs(h, rid)
+            assert (run.backend, run.sandbox_id, run.state) == ("http", f"http:{rid}:1", "running")
+        await h.api(
+            "POST",
+            f"/requests/{asking}/messages",
+            {"type": "clarification_ask", "content": "Which one?"},
+            token=tokens[asking],
+        )
+        await h.api(
+            "PATCH",
+            f"/requests/{failing}/status",
+            {"status": "error", "errorCode": "AGENT_FAILED", "errorMessage": "It broke."},
+            token=tokens[failing],
+        )
+        seen = await h.clarity.watcher.watch()
+        assert sorted(seen.ended) == sorted([f"{asking}:1", f"{failing}:1"])
+        assert seen.failed == [] and seen.alive == [f"{working}:1"]
+        states = {rid: (await _runs(h, rid))[0].state for rid in (asking, failing, working)}
+        assert states == {asking: "succeeded", failing: "failed", working: "running"}
