@@ -67,6 +67,7 @@ async def test_the_fake_claude_in_a_container_produces_the_pull_request(
     async with running_loop(
         db_url,
         cli=FAKE_CLI,
+        publish=True,
         clarity_runner="docker",
         clarity_agent_image=agent_image,
         clarity_docker_network="host",
