@@ -412,6 +412,18 @@ class RequestLifecycle:
         await self._announce(session, request, message)
         return Reply.NOTE
 
+    async def _clicked(
+        self, session: AsyncSession, request_id: str, delivery: Delivery | None
+    ) -> FeatureRequest | Outcome:
+        """The request a person acted on, locked; or the Outcome when there is nothing to do
+        (this very delivery took effect already, or the request is gone)."""
+        request = await FeatureRequestRepository(session).find_by_request_id(request_id, lock=True)
+        if delivery is not None and await delivery_seen(session, *delivery):
+            return Outcome(request, repeated=True)
+        if request is None:
+            return Outcome(refusal=UNKNOWN_REQUEST)
+        return request
+
     async def retry(
         self,
         session: AsyncSession,
@@ -422,11 +434,10 @@ class RequestLifecycle:
     ) -> Outcome:
         """Run a failed request again; anything else is refused (a second click too)."""
         requests = FeatureRequestRepository(session)
-        request = await requests.find_by_request_id(request_id, lock=True)
-        if delivery is not None and await delivery_seen(session, *delivery):
-            return Outcome(request, repeated=True)
-        if request is None:
-            return Outcome(refusal=UNKNOWN_REQUEST)
+        found = await self._clicked(session, request_id, delivery)
+        if isinstance(found, Outcome):
+            return found
+        request = found
         if request.status != RequestStatus.ERROR:
             return Outcome(
                 request,
@@ -463,11 +474,10 @@ class RequestLifecycle:
         admin; anything but a budget stop is refused, and so is a second click.
         """
         requests = FeatureRequestRepository(session)
-        request = await requests.find_by_request_id(request_id, lock=True)
-        if delivery is not None and await delivery_seen(session, *delivery):
-            return Outcome(request, repeated=True)
-        if request is None:
-            return Outcome(refusal=UNKNOWN_REQUEST)
+        found = await self._clicked(session, request_id, delivery)
+        if isinstance(found, Outcome):
+            return found
+        request = found
         if not self.may_cancel(request, actor):
             return Outcome(
                 request,
@@ -524,11 +534,10 @@ class RequestLifecycle:
     ) -> Outcome:
         """Stop a request that is not finished: recorded, and the runner is told to stop."""
         requests = FeatureRequestRepository(session)
-        request = await requests.find_by_request_id(request_id, lock=True)
-        if delivery is not None and await delivery_seen(session, *delivery):
-            return Outcome(request, repeated=True)
-        if request is None:
-            return Outcome(refusal=UNKNOWN_REQUEST)
+        found = await self._clicked(session, request_id, delivery)
+        if isinstance(found, Outcome):
+            return found
+        request = found
         if not self.may_cancel(request, actor):
             return Outcome(
                 request,
